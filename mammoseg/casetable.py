@@ -100,3 +100,15 @@ def image_table(lesions: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def to_csv_bytes(lesions: pd.DataFrame) -> bytes:
+    return conform(lesions).to_csv(index=False).encode("utf-8")
+
+
+def from_csv_bytes(data: bytes) -> pd.DataFrame:
+    """Read a lesion table written by :func:`to_csv_bytes` back with its dtypes."""
+    import io
+
+    raw = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""])
+    return conform(raw)

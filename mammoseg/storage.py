@@ -153,6 +153,13 @@ class ObjectStore(ABC):
         data, _ = self.read_with_info(key)
         return data
 
+    def read_prefix(self, key: str, nbytes: int) -> bytes:
+        """The first ``nbytes`` of an object (a ranged GET on S3): enough for a DICOM header."""
+        return self._read_prefix(validate_key(key), nbytes)
+
+    @abstractmethod
+    def _read_prefix(self, key: str, nbytes: int) -> bytes: ...
+
     def read_with_info(self, key: str) -> tuple[bytes, ObjectInfo]:
         stream, info = self._open(validate_key(key))
         try:
@@ -241,6 +248,13 @@ class LocalStore(ObjectStore):
     def _open(self, key: str) -> tuple[IO[bytes], ObjectInfo]:
         info = self.head(key)
         return open(self._path(key), "rb"), info
+
+    def _read_prefix(self, key: str, nbytes: int) -> bytes:
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFound(f"no object {key!r} in {self.url}")
+        with open(path, "rb") as fh:
+            return fh.read(nbytes)
 
     def _put_stream(self, key: str, stream: IO[bytes], content_type: str | None) -> ObjectInfo:
         path = self._path(key)
@@ -349,6 +363,19 @@ class S3Store(ObjectStore):
             uri=self.uri(key),
         )
         return resp["Body"], info
+
+    def _read_prefix(self, key: str, nbytes: int) -> bytes:
+        from botocore.exceptions import ClientError
+
+        try:
+            resp = self.client.get_object(
+                Bucket=self.bucket, Key=self._full(key), Range=f"bytes=0-{max(nbytes, 1) - 1}"
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                raise ObjectNotFound(f"no object {key!r} in {self.url}") from None
+            raise
+        return resp["Body"].read()
 
     def _put_stream(self, key: str, stream: IO[bytes], content_type: str | None) -> ObjectInfo:
         from boto3.s3.transfer import TransferConfig

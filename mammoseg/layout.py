@@ -1,0 +1,51 @@
+"""Where the pipeline keeps things in its store. One place, so nobody invents a key."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+from mammoseg.storage import join_key
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable and unique: ``20261126T172800Z-3fa1``."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(2)}"
+
+
+def run_prefix(run_id: str) -> str:
+    return join_key("runs", run_id)
+
+
+def lesions_key(run_id: str, stage: str = "ingest") -> str:
+    """The lesion table as ingested (``ingest``) or as it passed the gate (``validated``)."""
+    return join_key(run_prefix(run_id), f"lesions-{stage}.csv")
+
+
+def quarantine_key(run_id: str, stage: str) -> str:
+    return join_key(run_prefix(run_id), "quarantine", f"{stage}.jsonl")
+
+
+def report_key(run_id: str) -> str:
+    return join_key(run_prefix(run_id), "report.json")
+
+
+def manifest_key(run_id: str) -> str:
+    return join_key(run_prefix(run_id), "preprocessed.csv")
+
+
+def contact_sheet_key(run_id: str) -> str:
+    return join_key(run_prefix(run_id), "contact_sheet.png")
+
+
+def data_docs_prefix(run_id: str) -> str:
+    return join_key(run_prefix(run_id), "data_docs")
+
+
+def validation_key(run_id: str, suite: str) -> str:
+    return join_key(run_prefix(run_id), "validation", f"{suite}.json")
+
+
+SYNTH_CBIS_PREFIX = "raw/synthetic-cbis-ddsm"
+SYNTH_MIAS_PREFIX = "raw/synthetic-mini-mias"

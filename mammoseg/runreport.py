@@ -1,0 +1,116 @@
+"""Quarantine records and the run report.
+
+A quarantined case is never deleted or modified at its source: the record says which stage
+refused it and why, and the run goes on with the rest. The report counts everything so nothing
+disappears silently: ``found = ingested + quarantined at ingest``, and so on down the stages.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mammoseg.layout import quarantine_key, report_key
+from mammoseg.storage import ObjectNotFound, ObjectStore
+
+#: ``absent``: metadata rows whose image is not in the store (a subset, a held-back part): counted,
+#: recorded, but not bad input, so they do not count against the quarantine gate.
+STAGES = ("absent", "ingest", "validate", "preprocess", "pairing")
+
+
+@dataclass(frozen=True)
+class QuarantineRecord:
+    """One refused case (or CSV row / object when no case could be formed)."""
+
+    stage: str
+    reason: str
+    case_id: str | None = None
+    source: str | None = None  # object key or CSV row, for the operator; never DICOM header data
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def write_quarantine(
+    store: ObjectStore, run_id: str, stage: str, records: list[QuarantineRecord]
+) -> str:
+    """Write one stage's records (JSON lines, possibly empty) and return the object URI."""
+    body = "".join(r.to_json() + "\n" for r in records).encode()
+    return store.write_bytes(quarantine_key(run_id, stage), body, "application/x-ndjson").uri
+
+
+def read_quarantine(store: ObjectStore, run_id: str) -> list[QuarantineRecord]:
+    out: list[QuarantineRecord] = []
+    for stage in STAGES:
+        try:
+            text = store.read_bytes(quarantine_key(run_id, stage)).decode()
+        except ObjectNotFound:
+            continue
+        out += [QuarantineRecord(**json.loads(line)) for line in text.splitlines() if line.strip()]
+    return out
+
+
+@dataclass
+class RunReport:
+    """What a run found, kept, refused and produced. Pseudonymous case ids only."""
+
+    run_id: str
+    dataset: str
+    source_url: str
+    store_url: str
+    objects_found: int = 0
+    csv_rows: int = 0
+    cases_found: int = 0
+    cases_ingested: int = 0
+    cases_validated: int = 0
+    cases_preprocessed: int = 0
+    preprocess_computed: int = 0
+    preprocess_cached: int = 0
+    quarantined: list[QuarantineRecord] = field(default_factory=list)
+    gate: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def quarantine_counts(self) -> dict[str, int]:
+        counts = {s: 0 for s in STAGES}
+        for r in self.quarantined:
+            counts[r.stage] = counts.get(r.stage, 0) + 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["quarantine_counts"] = self.quarantine_counts()
+        d["quarantined_total"] = len(self.quarantined)
+        return d
+
+    def save(self, store: ObjectStore) -> str:
+        body = json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str).encode()
+        return store.write_bytes(report_key(self.run_id), body, "application/json").uri
+
+    def markdown(self) -> str:
+        q = self.quarantine_counts()
+        lines = [
+            f"# mammoseg run `{self.run_id}` — {self.dataset}",
+            "",
+            "| stage | count |",
+            "|---|---:|",
+            f"| objects found at source | {self.objects_found} |",
+            f"| cases (images) found | {self.cases_found} |",
+            f"| cases ingested | {self.cases_ingested} |",
+            f"| cases passing validation | {self.cases_validated} |",
+            f"| cases preprocessed (computed / cached) | {self.cases_preprocessed} ({self.preprocess_computed} / {self.preprocess_cached}) |",
+            f"| metadata rows without an image in the store | {q['absent']} |",
+            f"| quarantined (ingest / validate / preprocess / pairing) | {len(self.quarantined) - q['absent']} ({q['ingest']} / {q['validate']} / {q['preprocess']} / {q['pairing']}) |",
+        ]
+        bad = [r for r in self.quarantined if r.stage != "absent"]
+        if bad:
+            lines += ["", "## Quarantined", "", "| stage | case | reason |", "|---|---|---|"]
+            for r in bad[:200]:
+                reason = r.reason.replace("|", "\\|").replace("\n", " ")
+                lines.append(f"| {r.stage} | {r.case_id or '—'} | {reason} |")
+            if len(bad) > 200:
+                lines.append(f"| … | … | {len(bad) - 200} more in quarantine/*.jsonl |")
+        if self.outputs:
+            lines += ["", "## Outputs", ""] + [f"- **{k}**: `{v}`" for k, v in sorted(self.outputs.items())]
+        return "\n".join(lines) + "\n"
