@@ -1,0 +1,85 @@
+"""Held-out evaluation: per-image metrics, patient bootstrap, detection view, report, overlays.
+
+numpy / pandas / OpenCV only — no TensorFlow or Keras. Rules and definitions: ``docs/evaluation.md``.
+"""
+
+from mammoseg.evaluation.bootstrap import bootstrap_ci, bootstrap_pooled_dice_ci
+from mammoseg.evaluation.detection import (
+    DEFAULT_FROC_THRESHOLDS,
+    CircleLesion,
+    Component,
+    DetectionCounts,
+    LesionMatch,
+    MaskLesion,
+    components,
+    detection_counts,
+    froc_from_counts,
+    froc_points,
+    lesion_from_geometry,
+    lesions_from_truth,
+    match_lesions,
+    sensitivity_at_fp,
+)
+from mammoseg.evaluation.metrics import (
+    DEFAULT_THRESHOLD_CANDIDATES,
+    EvaluationInputError,
+    MaskPair,
+    binarize,
+    choose_threshold,
+    dice,
+    iou,
+    lesion_size_bin,
+    per_image_scores,
+    pooled_dice,
+    threshold_sweep,
+)
+from mammoseg.evaluation.overlays import best_median_worst, overlay_grid, overlay_png
+from mammoseg.evaluation.report import (
+    SUSPICIOUS_DICE_MEAN,
+    DetectionSummary,
+    EvalCase,
+    EvaluationResult,
+    evaluate,
+    is_suspicious,
+    leakage_audit,
+)
+
+__all__ = [
+    "DEFAULT_FROC_THRESHOLDS",
+    "DEFAULT_THRESHOLD_CANDIDATES",
+    "SUSPICIOUS_DICE_MEAN",
+    "CircleLesion",
+    "Component",
+    "DetectionCounts",
+    "DetectionSummary",
+    "EvalCase",
+    "EvaluationInputError",
+    "EvaluationResult",
+    "LesionMatch",
+    "MaskLesion",
+    "MaskPair",
+    "best_median_worst",
+    "binarize",
+    "bootstrap_ci",
+    "bootstrap_pooled_dice_ci",
+    "choose_threshold",
+    "components",
+    "detection_counts",
+    "dice",
+    "evaluate",
+    "froc_from_counts",
+    "froc_points",
+    "iou",
+    "is_suspicious",
+    "leakage_audit",
+    "lesion_from_geometry",
+    "lesion_size_bin",
+    "lesions_from_truth",
+    "match_lesions",
+    "overlay_grid",
+    "overlay_png",
+    "per_image_scores",
+    "pooled_dice",
+    "sensitivity_at_fp",
+    "threshold_sweep",
+]

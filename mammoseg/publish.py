@@ -1,0 +1,586 @@
+"""Versioned models in the object store and the champion/challenger gate.
+
+Layout (keys relative to the store root)::
+
+    models/versions/<version>/model.keras
+    models/versions/<version>/training_config.json
+    models/versions/<version>/data_manifest.json      object keys + ETags the model was trained on
+    models/versions/<version>/metrics.json            held-out evaluation (EvaluationResult.to_dict)
+    models/versions/<version>/MODEL_CARD.md
+    models/versions/<version>/COMPLETE                written LAST: file list with sizes and ETags
+    models/CURRENT                                    champion pointer (small JSON, written last)
+
+A version id is ``<UTC timestamp>-<first 8 hex of the model's SHA-256>``
+(``20250102T030405Z-1a2b3c4d``): it sorts by time and names the exact weights. A version without
+``COMPLETE`` (a crash mid-publish, or a publish still running) is **never** eligible; a version
+whose files no longer match the sizes/ETags recorded in ``COMPLETE`` is not eligible either.
+Published versions are immutable: publishing to a complete version id is refused.
+
+The gate (:func:`promote_if_better`) compares the challenger's held-out metric with the
+champion's (read from the champion's own ``metrics.json``) and rewrites ``models/CURRENT`` — one
+small object, so readers see the old or the new champion, never a mix. Higher is better for
+every metric the gate is used with (Dice, IoU, sensitivity). When both metrics files carry an
+``eval_set`` fingerprint (:func:`eval_set_fingerprint`) and they differ, the scores are not
+comparable and the gate refuses. The gate is not safe against two promotions running at the
+same moment: run publishing with a concurrency limit of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from mammoseg.storage import ObjectNotFound, ObjectStore, join_key
+
+MODELS_PREFIX: Final = "models"
+VERSIONS_PREFIX: Final = "models/versions"
+CURRENT_KEY: Final = "models/CURRENT"
+COMPLETE_NAME: Final = "COMPLETE"
+
+#: File names inside a version folder, in the order they are written (COMPLETE comes after).
+FILES: Final = {
+    "model": "model.keras",
+    "training_config": "training_config.json",
+    "data_manifest": "data_manifest.json",
+    "metrics": "metrics.json",
+    "model_card": "MODEL_CARD.md",
+}
+
+_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class PublishError(Exception):
+    """Publishing or reading a model version failed; the message says why."""
+
+
+# -- records --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PublishedVersion:
+    """A complete model version: where its files are and what the COMPLETE marker recorded."""
+
+    version: str
+    prefix: str
+    model_uri: str
+    metrics_uri: str
+    training_config_uri: str
+    data_manifest_uri: str
+    model_card_uri: str
+    model_sha256: str
+    completed_at: str
+
+
+@dataclass(frozen=True)
+class ChampionPointer:
+    """Content of ``models/CURRENT``."""
+
+    version: str
+    metric: str
+    score: float
+    promoted_at: str
+    previous: str | None = None
+
+    def to_json(self) -> bytes:
+        return _dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ChampionPointer:
+        try:
+            d = json.loads(data)
+            return cls(
+                version=str(d["version"]),
+                metric=str(d["metric"]),
+                score=float(d["score"]),
+                promoted_at=str(d["promoted_at"]),
+                previous=None if d.get("previous") is None else str(d["previous"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PublishError(f"{CURRENT_KEY} is not a valid champion pointer: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Outcome of the champion/challenger gate, with a sentence saying why."""
+
+    promoted: bool
+    reason: str
+    version: str
+    metric: str
+    champion_before: str | None
+    challenger_score: float | None
+    champion_score: float | None
+
+
+# -- helpers --------------------------------------------------------------------------------
+def _dumps(obj: Any) -> bytes:
+    """Strict JSON (NaN/inf refused), sorted keys; numpy scalars and paths are converted."""
+
+    def default(o: Any) -> Any:
+        if isinstance(o, Path):
+            return str(o)
+        if isinstance(o, np.generic):
+            return o.item()
+        raise TypeError(f"{type(o).__name__} is not JSON-serialisable")
+
+    text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=False, default=default)
+    return (text + "\n").encode("utf-8")
+
+
+def _json_payload(obj: Any, what: str) -> bytes:
+    try:
+        return _dumps(obj)
+    except (TypeError, ValueError) as exc:
+        raise PublishError(
+            f"{what} cannot be written as strict JSON ({exc}); replace NaN/inf by null"
+        ) from exc
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(t: datetime) -> str:
+    return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1024 * 1024), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def version_prefix(version: str) -> str:
+    return join_key(VERSIONS_PREFIX, _check_version(version))
+
+
+def _check_version(version: str) -> str:
+    if not isinstance(version, str) or not _VERSION_RE.match(version):
+        raise PublishError(
+            f"invalid version id {version!r}: use letters, digits, '.', '_' or '-' (max 128)"
+        )
+    return version
+
+
+def make_version_id(
+    model_file: Path, *, now: datetime | None = None, sha256: str | None = None
+) -> str:
+    """``YYYYMMDDTHHMMSSZ-<sha8>``: UTC time + first 8 hex digits of the model's SHA-256."""
+    digest = sha256 or _sha256(Path(model_file))
+    return f"{(now or _now()).astimezone(UTC):%Y%m%dT%H%M%SZ}-{digest[:8]}"
+
+
+def eval_set_fingerprint(manifest: Iterable[Mapping[str, object]]) -> str:
+    """SHA-256 of the sorted ``(case_id, npz_etag)`` pairs of a held-out manifest.
+
+    Store it as ``metrics["eval_set"]``: the gate only compares scores on the same held-out set.
+    """
+    lines = sorted(f"{r.get('case_id', '')}\t{r.get('npz_etag', '')}" for r in manifest)
+    if not lines:
+        raise PublishError("cannot fingerprint an empty evaluation manifest")
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def _metric_value(metrics: Mapping[str, Any], metric: str) -> float | None:
+    """``metrics[metric]``, or a dotted path (``detection.sensitivity_at_2fp``); None if absent."""
+    node: Any = metrics
+    for part in metric.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    if isinstance(node, bool) or not isinstance(node, int | float):
+        return None
+    value = float(node)
+    return value if math.isfinite(value) else None
+
+
+# -- publish --------------------------------------------------------------------------------
+def publish_version(
+    store: ObjectStore,
+    *,
+    model_file: Path,
+    training_config: Mapping[str, Any],
+    data_manifest: Sequence[Mapping[str, Any]],
+    metrics: Mapping[str, Any],
+    model_card_md: str,
+    version: str | None = None,
+) -> PublishedVersion:
+    """Write a new immutable model version; the ``COMPLETE`` marker is written last.
+
+    ``data_manifest`` rows need at least ``key`` and ``etag``. Everything is checked (strict JSON,
+    no NaN) before the first write, so bad input leaves nothing behind. Re-publishing to a version
+    id whose earlier attempt crashed (no ``COMPLETE``) overwrites the leftovers.
+    """
+    model_file = Path(model_file)
+    if not model_file.is_file():
+        raise PublishError(f"model file {model_file} does not exist")
+    for i, row in enumerate(data_manifest):
+        if not isinstance(row, Mapping) or not all(
+            isinstance(row.get(k), str) and row.get(k) for k in ("key", "etag")
+        ):
+            raise PublishError(f"data_manifest row {i} needs non-empty 'key' and 'etag' strings")
+    payloads = {
+        "training_config": _json_payload(dict(training_config), "training_config"),
+        "data_manifest": _json_payload([dict(r) for r in data_manifest], "data_manifest"),
+        "metrics": _json_payload(dict(metrics), "metrics"),
+        "model_card": model_card_md.encode("utf-8"),
+    }
+    digest = _sha256(model_file)
+    version = _check_version(version) if version else make_version_id(model_file, sha256=digest)
+    prefix = version_prefix(version)
+    complete_key = join_key(prefix, COMPLETE_NAME)
+    if store.exists(complete_key):
+        raise PublishError(f"version {version} is already published; versions are immutable")
+
+    infos = {"model": store.write_file(join_key(prefix, FILES["model"]), model_file)}
+    for name in ("training_config", "data_manifest", "metrics", "model_card"):
+        ctype = "text/markdown" if name == "model_card" else "application/json"
+        infos[name] = store.write_bytes(join_key(prefix, FILES[name]), payloads[name], ctype)
+    completed_at = _iso(_now())
+    marker = {
+        "version": version,
+        "completed_at": completed_at,
+        "model_sha256": digest,
+        "files": {
+            FILES[n]: {"key": i.key, "size": i.size, "etag": i.etag} for n, i in infos.items()
+        },
+    }
+    store.write_bytes(complete_key, _dumps(marker), "application/json")
+    return _published(store, version, marker)
+
+
+def _published(store: ObjectStore, version: str, marker: Mapping[str, Any]) -> PublishedVersion:
+    prefix = version_prefix(version)
+    return PublishedVersion(
+        version=version,
+        prefix=prefix,
+        model_uri=store.uri(join_key(prefix, FILES["model"])),
+        metrics_uri=store.uri(join_key(prefix, FILES["metrics"])),
+        training_config_uri=store.uri(join_key(prefix, FILES["training_config"])),
+        data_manifest_uri=store.uri(join_key(prefix, FILES["data_manifest"])),
+        model_card_uri=store.uri(join_key(prefix, FILES["model_card"])),
+        model_sha256=str(marker.get("model_sha256", "")),
+        completed_at=str(marker.get("completed_at", "")),
+    )
+
+
+def _read_marker(store: ObjectStore, version: str) -> dict[str, Any] | None:
+    try:
+        data = store.read_bytes(join_key(version_prefix(version), COMPLETE_NAME))
+    except ObjectNotFound:
+        return None
+    try:
+        marker = json.loads(data)
+    except ValueError as exc:
+        raise PublishError(f"COMPLETE marker of version {version} is not JSON: {exc}") from exc
+    if not isinstance(marker, dict) or not isinstance(marker.get("files"), dict):
+        raise PublishError(f"COMPLETE marker of version {version} has no file list")
+    return marker
+
+
+def verify_version(store: ObjectStore, version: str) -> list[str]:
+    """Why ``version`` is not eligible (``[]`` when it is complete and intact)."""
+    marker = _read_marker(store, version)
+    if marker is None:
+        return [
+            (
+                f"version {version} has no {COMPLETE_NAME} marker (publish interrupted or still "
+                "running)"
+            )
+        ]
+    problems = []
+    for name in FILES.values():
+        rec = marker["files"].get(name)
+        if not isinstance(rec, Mapping):
+            problems.append(f"{name} is not listed in the {COMPLETE_NAME} marker")
+            continue
+        try:
+            info = store.head(join_key(version_prefix(version), name))
+        except ObjectNotFound:
+            problems.append(f"{name} is missing")
+            continue
+        if info.size != rec.get("size") or info.etag != rec.get("etag"):
+            problems.append(f"{name} changed after publishing (size/ETag differ)")
+    return problems
+
+
+def is_complete(store: ObjectStore, version: str) -> bool:
+    """True when the version has its COMPLETE marker and every file matches it."""
+    return not verify_version(store, version)
+
+
+def read_version(store: ObjectStore, version: str) -> PublishedVersion:
+    """A complete version; :class:`PublishError` if it is absent or incomplete."""
+    problems = verify_version(store, version)
+    if problems:
+        raise PublishError(f"version {version} is not usable: " + "; ".join(problems))
+    marker = _read_marker(store, version)
+    assert marker is not None
+    return _published(store, version, marker)
+
+
+def read_metrics(store: ObjectStore, version: str) -> dict[str, Any]:
+    key = join_key(version_prefix(version), FILES["metrics"])
+    try:
+        return json.loads(store.read_bytes(key))
+    except ObjectNotFound:
+        raise PublishError(f"version {version} has no {FILES['metrics']}") from None
+    except ValueError as exc:
+        raise PublishError(f"{key} is not JSON: {exc}") from exc
+
+
+def list_versions(store: ObjectStore, *, complete_only: bool = True) -> list[str]:
+    """Version ids in sort (= time) order; by default only those with a COMPLETE marker."""
+    seen: dict[str, bool] = {}
+    for info in store.list(VERSIONS_PREFIX + "/"):
+        parts = info.key.split("/")
+        if len(parts) != 4:
+            continue
+        seen[parts[2]] = seen.get(parts[2], False) or parts[3] == COMPLETE_NAME
+    return sorted(v for v, done in seen.items() if done or not complete_only)
+
+
+# -- champion / challenger ------------------------------------------------------------------
+def read_pointer(store: ObjectStore) -> ChampionPointer | None:
+    """The champion pointer, or None when no model was ever promoted."""
+    try:
+        return ChampionPointer.from_json(store.read_bytes(CURRENT_KEY))
+    except ObjectNotFound:
+        return None
+
+
+def current_model(store: ObjectStore) -> PublishedVersion | None:
+    """The champion version, or None; :class:`PublishError` if the pointer names a bad version."""
+    pointer = read_pointer(store)
+    return None if pointer is None else read_version(store, pointer.version)
+
+
+def _promote(
+    store: ObjectStore, version: str, metric: str, score: float, previous: str | None
+) -> ChampionPointer:
+    pointer = ChampionPointer(
+        version=version, metric=metric, score=score, promoted_at=_iso(_now()), previous=previous
+    )
+    store.write_bytes(CURRENT_KEY, pointer.to_json(), "application/json")
+    return pointer
+
+
+def promote_if_better(
+    store: ObjectStore,
+    version: str,
+    *,
+    metric: str = "dice_mean",
+    min_improvement: float = 0.0,
+) -> GateDecision:
+    """Promote ``version`` when it is complete and its held-out ``metric`` beats the champion's
+    by more than ``min_improvement`` (or there is no champion). Otherwise nothing is written.
+    """
+    if min_improvement < 0 or not math.isfinite(min_improvement):
+        raise PublishError("min_improvement must be a finite number >= 0")
+    pointer = read_pointer(store)
+    before = pointer.version if pointer else None
+
+    def refuse(reason: str, ch: float | None = None, champ: float | None = None) -> GateDecision:
+        return GateDecision(False, reason, version, metric, before, ch, champ)
+
+    problems = verify_version(store, version)
+    if problems:
+        return refuse(f"not eligible: {'; '.join(problems)}")
+    ch_metrics = read_metrics(store, version)
+    ch_score = _metric_value(ch_metrics, metric)
+    if ch_score is None:
+        return refuse(f"version {version} has no finite {metric!r} in its metrics")
+    if pointer is None:
+        _promote(store, version, metric, ch_score, None)
+        return GateDecision(
+            promoted=True,
+            reason=f"no champion yet; promoted with {metric} {ch_score:.4f}",
+            version=version,
+            metric=metric,
+            champion_before=None,
+            challenger_score=ch_score,
+            champion_score=None,
+        )
+    if pointer.version == version:
+        return refuse(f"version {version} is already the champion", ch_score, pointer.score)
+    try:
+        champ_metrics: Mapping[str, Any] | None = read_metrics(store, pointer.version)
+    except PublishError:
+        champ_metrics = None
+    champ_score = _metric_value(champ_metrics, metric) if champ_metrics is not None else None
+    if champ_score is None and pointer.metric == metric:
+        champ_score = pointer.score
+    if champ_score is None:
+        return refuse(
+            f"champion {pointer.version} has no {metric!r} to compare with; compare on "
+            f"{pointer.metric!r} instead",
+            ch_score,
+        )
+    a, b = ch_metrics.get("eval_set"), (champ_metrics or {}).get("eval_set")
+    if a and b and a != b:
+        return refuse(
+            f"scores are on different held-out sets (eval_set {str(a)[:12]} vs {str(b)[:12]}); "
+            "re-evaluate the champion on the challenger's test set",
+            ch_score,
+            champ_score,
+        )
+    if ch_score > champ_score + min_improvement:
+        _promote(store, version, metric, ch_score, pointer.version)
+        return GateDecision(
+            promoted=True,
+            reason=f"{metric} {ch_score:.4f} beats champion {pointer.version} "
+            f"({champ_score:.4f}) by more than {min_improvement:g}",
+            version=version,
+            metric=metric,
+            champion_before=before,
+            challenger_score=ch_score,
+            champion_score=champ_score,
+        )
+    return refuse(
+        f"{metric} {ch_score:.4f} does not beat champion {pointer.version} ({champ_score:.4f}) "
+        f"by more than {min_improvement:g}; champion kept",
+        ch_score,
+        champ_score,
+    )
+
+
+# -- model card -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataSplitSummary:
+    """Counts of one dataset in one split (splits are by patient)."""
+
+    dataset: str
+    split: str
+    n_images: int
+    n_patients: int
+    n_lesions: int | None = None
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _ci(metrics: Mapping[str, Any], key: str) -> str:
+    c = (metrics.get("ci95") or {}).get(key)
+    return f"{_fmt(c[0])} – {_fmt(c[1])}" if c else "n/a"
+
+
+def model_card(
+    *,
+    version: str,
+    data: Sequence[DataSplitSummary],
+    metrics: Mapping[str, Any],
+    training_config: Mapping[str, Any],
+    leakage_findings: Sequence[str] | None = None,
+    extra_limitations: Sequence[str] = (),
+    title: str = "mammoseg breast-lesion segmentation U-Net",
+) -> str:
+    """MODEL_CARD.md text. ``metrics`` is ``EvaluationResult.to_dict()``; ``leakage_findings`` the
+    result of ``leakage_audit`` (None = not run)."""
+    datasets = sorted({d.dataset for d in data})
+    lines = [
+        f"# {title} — version {version}",
+        "",
+        "## Intended use",
+        "",
+        (
+            "Research and teaching: segmenting lesions (masses, calcification clusters) in "
+            "mammograms to study methods and pipelines. **This is not a medical device.** It must "
+            "not be used for diagnosis, screening or any decision about a patient."
+        ),
+        "",
+        "## Data",
+        "",
+        "Splits are made by patient: all images of one patient are in one split.",
+        "",
+        "| dataset | split | images | patients | lesions |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {d.dataset} | {d.split} | {d.n_images} | {d.n_patients} | {_fmt(d.n_lesions)} |"
+        for d in sorted(data, key=lambda d: (d.dataset, d.split))
+    ]
+    if leakage_findings is None:
+        lines += ["", "Leakage audit (train vs test): not run."]
+    elif not leakage_findings:
+        lines += ["", "Leakage audit (train vs test): no shared patients, images or contents."]
+    else:
+        lines += ["", "**Leakage audit found problems — the test numbers are not trustworthy:**"]
+        lines += [f"- {f}" for f in leakage_findings]
+
+    det = metrics.get("detection") or {}
+    lines += [
+        "",
+        "## Held-out metrics",
+        "",
+        (
+            f"{_fmt(metrics.get('n_cases'))} test images from {_fmt(metrics.get('n_patients'))} "
+            f"patients; threshold {_fmt(metrics.get('threshold'))} (chosen on validation)."
+        ),
+        "",
+        "| metric | value | 95% CI |",
+        "|---|---|---|",
+        f"| Dice, mean per image | {_fmt(metrics.get('dice_mean'))} | {_ci(metrics, 'dice_mean')} |",
+        f"| IoU, mean per image | {_fmt(metrics.get('iou_mean'))} | {_ci(metrics, 'iou_mean')} |",
+        f"| Dice, pooled | {_fmt(metrics.get('dice_pooled'))} | {_ci(metrics, 'dice_pooled')} |",
+        f"| Sensitivity at 1 FP/image | {_fmt(det.get('sensitivity_at_1fp'))} | n/a |",
+        f"| Sensitivity at 2 FP/image | {_fmt(det.get('sensitivity_at_2fp'))} | n/a |",
+    ]
+    subgroups = metrics.get("subgroups") or []
+    if subgroups:
+        lines += ["", "| subgroup | value | images | Dice mean | 95% CI |", "|---|---|---|---|---|"]
+        for s in subgroups:
+            ci = s.get("ci")
+            rng = f"{_fmt(ci[0])} – {_fmt(ci[1])}" if ci else "n/a"
+            lines.append(
+                f"| {s.get('group')} | {s.get('value')} | {s.get('n')} | "
+                f"{_fmt(s.get('dice_mean'))} | {rng} |"
+            )
+    defs = metrics.get("definitions") or {}
+    if defs:
+        lines += ["", "### Definitions", ""] + [f"- *{k}*: {v}" for k, v in defs.items()]
+
+    limits = [
+        (
+            "Public research datasets only; performance on other scanners, vendors, populations and "
+            "screening settings (domain shift) is unknown and likely lower."
+        ),
+        "Confidence intervals reflect patient sampling only, not annotation noise or domain shift.",
+    ]
+    if any(d.startswith("synthetic") for d in datasets):
+        limits.append(
+            "Part of the data is synthetic: numbers on synthetic images say nothing about "
+            "performance on real mammograms."
+        )
+    if "mini-mias" in datasets:
+        limits.append(
+            "mini-MIAS lesions are circles (centre and radius), not contours: masks built from "
+            "them are coarse, and Dice against them measures localisation more than shape."
+        )
+    if "cbis-ddsm" in datasets:
+        limits.append("CBIS-DDSM is scanned film; its ROI outlines are often loose.")
+    if "cdd-cesm" in datasets:
+        limits.append("CDD-CESM images here are 512x512 JPEG copies, resized from the originals.")
+    limits += list(extra_limitations)
+    lines += ["", "## Limitations", ""] + [f"- {x}" for x in limits]
+    lines += [
+        "",
+        "## Training configuration",
+        "",
+        "```json",
+        _json_payload(dict(training_config), "training_config").decode().rstrip(),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

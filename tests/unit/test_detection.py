@@ -1,0 +1,161 @@
+"""Detection view on hand-made arrays: components, lesion hits, FROC."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mammoseg.evaluation.detection import (
+    CircleLesion,
+    MaskLesion,
+    components,
+    detection_counts,
+    froc_points,
+    lesion_from_geometry,
+    lesions_from_truth,
+    match_lesions,
+    sensitivity_at_fp,
+)
+from mammoseg.evaluation.metrics import EvaluationInputError
+
+
+def _square(shape: tuple[int, int], y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    m = np.zeros(shape, bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_components_centroid_area_bbox_score_and_8_connectivity() -> None:
+    pred = _square((64, 64), 12, 18, 12, 18)  # 6x6 block: centroid (14.5, 14.5)
+    pred[40, 40] = pred[41, 41] = True  # diagonal neighbours: one component with 8-connectivity
+    prob = np.where(pred, 0.6, 0.0).astype(np.float32)
+    prob[13, 14] = 0.95
+    comps = components(pred, prob=prob)
+    assert len(comps) == 2
+    a, b = comps
+    assert a.centroid == pytest.approx((14.5, 14.5))
+    assert (a.area, a.bbox) == (36, (12, 12, 18, 18))
+    assert a.score == pytest.approx(0.95)
+    assert (b.area, b.bbox, b.centroid) == (2, (40, 40, 42, 42), pytest.approx((40.5, 40.5)))
+    assert b.score == pytest.approx(0.6)
+    assert [c.area for c in components(pred, min_area=3)] == [36]
+    assert components(np.zeros((8, 8), bool)) == []
+    assert np.isnan(components(pred)[0].score)  # no probability map given
+
+
+def test_two_lesions_one_hit_one_missed_one_false_positive() -> None:
+    shape = (64, 64)
+    lesion_a = _square(shape, 10, 20, 10, 20)
+    lesion_b = _square(shape, 40, 50, 40, 50)
+    pred = _square(shape, 12, 18, 12, 18) | _square(shape, 40, 46, 2, 8)  # hit A, FP off B
+    hits, fps = match_lesions(components(pred), [lesion_a, lesion_b])
+    assert hits == [True, False]
+    assert len(fps) == 1 and fps[0].bbox == (40, 2, 46, 8)
+
+    prob = pred.astype(np.float32) * 0.9
+    froc = froc_points([prob], [[lesion_a, lesion_b]], thresholds=[0.5])
+    row = froc.iloc[0]
+    assert row.sensitivity == 0.5  # 1 of 2 lesions
+    assert row.fp_per_image == 1.0  # 1 FP on 1 image
+    assert (row.hits, row.n_lesions, row.false_positives, row.n_images) == (1, 2, 1, 1)
+
+
+def test_circle_lesions_mias_style() -> None:
+    pred = _square((64, 64), 12, 18, 12, 18)  # centroid (y, x) = (14.5, 14.5)
+    # distance from (cx, cy) = (15, 14) to (14.5, 14.5) is sqrt(0.5) ~ 0.71
+    assert match_lesions(components(pred), [(15.0, 14.0, 1.0)]).hits == [True]
+    assert match_lesions(components(pred), [CircleLesion(15.0, 14.0, 0.7)]).hits == [False]
+    with pytest.raises(EvaluationInputError, match="radius"):
+        match_lesions([], [(1.0, 1.0, 0.0)])
+    with pytest.raises(EvaluationInputError, match="outside"):
+        match_lesions([], [(100.0, 100.0, 5.0)], shape=(64, 64))
+
+
+def test_one_component_hitting_a_lesion_twice_counts_once_and_merged_blob_is_a_fp() -> None:
+    shape = (32, 64)
+    lesion = _square(shape, 4, 14, 4, 14)
+    twice = _square(shape, 5, 7, 5, 7) | _square(shape, 10, 12, 10, 12)
+    hits, fps = match_lesions(components(twice), [lesion])
+    assert (hits, fps) == ([True], [])
+    # two lesions side by side, one blob covering both: centroid between them -> both missed
+    left, right = _square(shape, 10, 20, 10, 20), _square(shape, 10, 20, 30, 40)
+    blob = _square(shape, 10, 20, 10, 40)  # centroid x = 24.5, in the gap
+    hits, fps = match_lesions(components(blob), [left, right])
+    assert hits == [False, False] and len(fps) == 1
+
+
+def test_froc_recomputes_components_at_each_threshold() -> None:
+    shape = (64, 64)
+    lesion_a = _square(shape, 10, 20, 10, 20)
+    lesion_b = _square(shape, 40, 50, 40, 50)
+    prob = np.zeros(shape, np.float32)
+    prob[12:18, 12:18] = 0.9  # on A
+    prob[40:46, 2:8] = 0.6  # false positive
+    prob[42:48, 42:48] = 0.3  # on B, weak
+    normal = np.zeros(shape, np.float32)  # second image, no lesion
+    froc = froc_points([prob, normal], [[lesion_a, lesion_b], []], thresholds=[0.8, 0.2, 0.5])
+    assert froc["threshold"].tolist() == [0.2, 0.5, 0.8]
+    # t=0.2: A, B hit, 1 FP | t=0.5: A hit, 1 FP | t=0.8: A hit, no FP; FP over 2 images
+    assert froc["sensitivity"].tolist() == [1.0, 0.5, 0.5]
+    assert froc["fp_per_image"].tolist() == [0.5, 0.5, 0.0]
+    assert sensitivity_at_fp(froc, 0.5) == 1.0
+    assert sensitivity_at_fp(froc, 0.25) == 0.5
+    strict = pd.DataFrame({"threshold": [0.5], "sensitivity": [0.8], "fp_per_image": [3.0]})
+    assert sensitivity_at_fp(strict, 2.0) == 0.0  # no swept threshold is that strict
+
+
+def test_froc_handles_a_blob_that_splits_at_higher_thresholds() -> None:
+    shape = (32, 64)
+    left, right = _square(shape, 10, 20, 10, 20), _square(shape, 10, 20, 30, 40)
+    prob = np.zeros(shape, np.float32)
+    prob[10:20, 10:40] = 0.3  # one blob covering both lesions and the gap
+    prob[10:20, 10:20] = 0.9
+    prob[10:20, 30:40] = 0.9
+    counts = detection_counts(prob, [left, right], [0.2, 0.5])
+    # t=0.2: single blob, centroid in the gap -> 0 hits, 1 FP; t=0.5: two blobs -> 2 hits
+    assert counts.hits.tolist() == [0, 2]
+    assert counts.false_positives.tolist() == [1, 0]
+    # the same answer as labelling each binarised map from scratch
+    for k, t in enumerate([0.2, 0.5]):
+        hits, fps = match_lesions(components(prob >= np.float32(t)), [left, right])
+        assert (sum(hits), len(fps)) == (counts.hits[k], counts.false_positives[k])
+
+
+def test_detection_counts_match_brute_force_on_random_maps() -> None:
+    rng = np.random.default_rng(7)
+    thresholds = [0.3, 0.5, 0.7, 0.9]
+    for _ in range(5):
+        prob = rng.random((48, 48)).astype(np.float32) ** 3
+        truth = _square((48, 48), 5, 20, 5, 20) | _square((48, 48), 30, 40, 25, 45)
+        lesions = lesions_from_truth(truth) + [CircleLesion(40.0, 10.0, 4.0)]
+        counts = detection_counts(prob, lesions, thresholds, min_area=2)
+        for k, t in enumerate(thresholds):
+            comps = components(prob >= np.float32(t), min_area=2)
+            hits, fps = match_lesions(comps, lesions)
+            assert counts.hits[k] == sum(hits)
+            assert counts.false_positives[k] == len(fps)
+
+
+def test_lesions_from_truth_and_geometry() -> None:
+    truth = _square((32, 32), 2, 6, 2, 6) | _square((32, 32), 20, 25, 10, 12)
+    lesions = lesions_from_truth(truth)
+    assert [les.area for les in lesions] == [16, 10]
+    assert isinstance(lesions[1], MaskLesion) and (lesions[1].y0, lesions[1].x0) == (20, 10)
+    assert lesions[1].contains(np.array([22.4, 19.0]), np.array([10.6, 10.0])).tolist() == [
+        True,
+        False,
+    ]
+    circle = lesion_from_geometry(
+        json.dumps({"type": "circle", "cx": 5, "cy": 6, "r": 3}), (32, 32)
+    )
+    assert circle == CircleLesion(5.0, 6.0, 3.0)
+    square = {"type": "polygon", "points": [[4, 4], [9, 4], [9, 9], [4, 9]]}
+    poly = lesion_from_geometry(square, (32, 32))
+    assert isinstance(poly, MaskLesion) and poly.area == 36  # filled, border included
+    with pytest.raises(EvaluationInputError, match="no pixel"):
+        match_lesions([], [np.zeros((8, 8), bool)])
+    with pytest.raises(EvaluationInputError, match="unknown mask geometry"):
+        lesion_from_geometry({"type": "ellipse"}, (8, 8))
