@@ -32,6 +32,13 @@ class QuarantineRecord:
         return json.dumps(asdict(self), sort_keys=True)
 
 
+def redact(text: str, replacements: dict[str, str]) -> str:
+    """Replace source object keys in a message (longest first) so it names no source object."""
+    for key in sorted(replacements, key=len, reverse=True):
+        text = text.replace(key, replacements[key])
+    return text
+
+
 def write_quarantine(
     store: ObjectStore, run_id: str, stage: str, records: list[QuarantineRecord]
 ) -> str:
@@ -79,7 +86,11 @@ class RunReport:
         return counts
 
     def to_dict(self) -> dict[str, Any]:
+        """The shareable report: quarantine *reasons* by case id; the source keys stay in the
+        run's ``quarantine/*.jsonl`` next to the lesion tables (the source index)."""
         d = asdict(self)
+        for q in d["quarantined"]:
+            q.pop("source", None)
         d["quarantine_counts"] = self.quarantine_counts()
         d["quarantined_total"] = len(self.quarantined)
         return d

@@ -313,16 +313,16 @@ def load_cbis(
         if row.image_key in candidates:
             return row.image_key
         if not candidates:
-            raise LookupError(f"full mammogram not found: no DICOM under folder {row.image_folder!r}")
+            raise LookupError("full mammogram not found: no DICOM under the case folder")
         full = [k for k in candidates if classify(descriptions.get(k, "")) == "full"]
         if len(candidates) == 1 or len(full) == 1:
             return candidates[0] if len(candidates) == 1 else full[0]
-        raise LookupError(f"{len(candidates)} DICOMs under {row.image_folder!r} and none is clearly the full mammogram")
+        raise LookupError(f"{len(candidates)} DICOMs under the case folder and none is clearly the full mammogram")
 
     def roi_mask(row: CbisRow) -> str:
         candidates = index.get(row.lesion_folder, [])
         if not candidates:
-            raise LookupError(f"abnormality {row.abnormality_id}: no DICOM under lesion folder {row.lesion_folder!r}")
+            raise LookupError(f"abnormality {row.abnormality_id}: no DICOM under its lesion folder")
         kinds = {k: classify(descriptions.get(k, "")) for k in candidates}
         masks = [k for k, kind in kinds.items() if kind == "mask"]
         if not masks:
@@ -331,21 +331,22 @@ def load_cbis(
         if not masks:
             seen = ", ".join(sorted({descriptions.get(k, "?") or "?" for k in candidates}))
             raise LookupError(
-                f"abnormality {row.abnormality_id}: no ROI mask among {len(candidates)} DICOM(s) in "
-                f"{row.lesion_folder!r} (SeriesDescription: {seen})"
+                f"abnormality {row.abnormality_id}: no ROI mask among the {len(candidates)} DICOM(s) "
+                f"of its lesion folder (SeriesDescription: {seen})"
             )
         exact = [k for k in masks if k in row.roi_keys]
         return (exact or sorted(masks))[0]
 
     records: list[dict] = []
-    failed_cases: dict[str, str] = {}
+    failed_cases: dict[str, tuple[str, str]] = {}  # case → (source, reason)
     for row in rows:
         case_id = case_pseudonym(pseudonym_key, DATASET, row.image_folder)
         try:
             image_key = full_image(row)
             mask_key = roi_mask(row)
         except LookupError as exc:
-            failed_cases.setdefault(case_id, f"{row.source}: {exc}")
+            # the reason names no folder: CBIS folder names equal the DICOM PatientID
+            failed_cases.setdefault(case_id, (f"{row.source}: {row.lesion_folder}", f"{row.csv_name} row {row.row_number}: {exc}"))
             continue
         records.append(
             _lesion_record(row, pseudonym_key, store.uri(join_key(prefix, image_key)), store.uri(join_key(prefix, mask_key)))
@@ -354,8 +355,8 @@ def load_cbis(
     if failed_cases:
         dropped = lesions["case_id"].isin(list(failed_cases))
         lesions = lesions[~dropped].reset_index(drop=True)
-        for case_id, reason in sorted(failed_cases.items()):
-            rejects.append(Reject(source=reason.split(":", 1)[0], reason=reason.split(": ", 1)[1], case_id=case_id))
+        for case_id, (source, reason) in sorted(failed_cases.items()):
+            rejects.append(Reject(source=source, reason=reason, case_id=case_id))
     return AdapterResult(lesions=lesions, rejects=rejects)
 
 

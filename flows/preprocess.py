@@ -1,0 +1,15 @@
+"""Preprocess flow: fan out over cases (cached by content), then the pairing gate."""
+
+from __future__ import annotations
+
+from prefect import flow, unmapped
+
+from tasks.preprocess import PreprocessSummary, finish_preprocess, plan_cases, preprocess_one
+
+
+@flow(name="preprocess", flow_run_name="preprocess-{run_id}")
+def preprocess_flow(lesions_uri: str, source_url: str, store_url: str, run_id: str, size: int = 512) -> PreprocessSummary:
+    plan = plan_cases(lesions_uri, source_url)
+    futures = preprocess_one.map(plan.specs, unmapped(source_url), unmapped(store_url), unmapped(size))
+    outcomes = plan.refused + [f.result() for f in futures]
+    return finish_preprocess(outcomes, lesions_uri, store_url, run_id)

@@ -1,0 +1,72 @@
+"""Ingest: the dataset in the source store → lesion table + quarantine records in the run."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from prefect import get_run_logger, task
+
+from mammoseg.adapters.common import IMAGE_ABSENT
+from mammoseg.adapters.registry import load_dataset
+from mammoseg.casetable import to_csv_bytes
+from mammoseg.layout import lesions_key
+from mammoseg.runreport import QuarantineRecord, write_quarantine
+from mammoseg.settings import get_settings
+from mammoseg.storage import open_store
+from tasks.retry import IO_RETRIES
+
+
+class IngestSummary(BaseModel):
+    run_id: str
+    lesions_uri: str
+    quarantine_uri: str
+    objects_found: int
+    cases: int
+    lesions: int
+    rejected: int
+    absent: int
+
+
+@task(name="count-source-objects", **IO_RETRIES)
+def count_source_objects(source_url: str) -> int:
+    """Paginated listing of the source prefix (what a new-data trigger would diff against)."""
+    return sum(1 for _ in open_store(source_url, get_settings()).list())
+
+
+@task(name="build-lesion-table", **IO_RETRIES)
+def build_lesion_table(dataset: str, source_url: str, store_url: str, run_id: str, objects_found: int) -> IngestSummary:
+    """Run the dataset adapter; write the lesion table and the rejects of this stage."""
+    settings = get_settings()
+    source = open_store(source_url, settings)
+    store = open_store(store_url, settings)
+    result = load_dataset(dataset, source, pseudonym_key=settings.pseudonym_key.get_secret_value())
+    absent = [
+        QuarantineRecord(stage="absent", reason=r.reason, case_id=r.case_id, source=r.source)
+        for r in result.rejects
+        if r.reason.startswith(IMAGE_ABSENT)
+    ]
+    records = [
+        QuarantineRecord(stage="ingest", reason=r.reason, case_id=r.case_id, source=r.source)
+        for r in result.rejects
+        if not r.reason.startswith(IMAGE_ABSENT)
+    ]
+    lesions_uri = store.write_bytes(lesions_key(run_id, "ingest"), to_csv_bytes(result.lesions), "text/csv").uri
+    quarantine_uri = write_quarantine(store, run_id, "ingest", records)
+    write_quarantine(store, run_id, "absent", absent)
+    logger = get_run_logger()
+    cases = int(result.lesions["case_id"].nunique())
+    logger.info(
+        "%s: %d cases, %d lesions, %d rejected at ingest, %d metadata rows without an image in the store",
+        dataset, cases, len(result.lesions), len(records), len(absent),
+    )
+    for r in records:
+        logger.warning("quarantined at ingest: case=%s reason=%s", r.case_id or "-", r.reason)
+    return IngestSummary(
+        run_id=run_id,
+        lesions_uri=lesions_uri,
+        quarantine_uri=quarantine_uri,
+        objects_found=objects_found,
+        cases=cases,
+        lesions=len(result.lesions),
+        rejected=len(records),
+        absent=len(absent),
+    )

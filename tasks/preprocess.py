@@ -1,0 +1,182 @@
+"""Preprocess: one Prefect task per case (fanned out with ``.map``), then the pairing gate."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from mammoseg.casetable import from_csv_bytes, image_table
+from mammoseg.layout import contact_sheet_key, manifest_key, validation_key
+from mammoseg.runreport import QuarantineRecord, redact, write_quarantine
+from mammoseg.settings import get_settings
+from mammoseg.storage import StoreError, open_store, open_uri
+from tasks.retry import IO_RETRIES
+
+
+class MaskSpec(BaseModel):
+    key: str | None = None
+    geometry: str | None = None
+
+
+class CaseSpec(BaseModel):
+    """What one case task needs: keys in the source store, no arrays."""
+
+    case_id: str
+    image_key: str
+    laterality: str | None = None
+    masks: list[MaskSpec]
+
+
+class CaseOutcome(BaseModel):
+    case_id: str
+    ok: bool
+    reason: str | None = None  # names no source object (see ``redact``)
+    source: str | None = None  # the source key, kept for the quarantine record only
+    record: dict[str, Any] = {}  # CaseResult.to_record() on success
+    pairing: dict[str, Any] = {}
+
+
+class PreprocessSummary(BaseModel):
+    run_id: str
+    manifest_uri: str | None
+    contact_sheet_uri: str | None
+    cases_in: int
+    cases_preprocessed: int
+    computed: int
+    cached: int
+    quarantined: int
+    pairing_report_uri: str | None = None
+
+
+class CasePlan(BaseModel):
+    specs: list[CaseSpec]
+    refused: list[CaseOutcome]  # cases whose URIs do not lie in the source store
+
+
+@task(name="plan-cases", **IO_RETRIES)
+def plan_cases(lesions_uri: str, source_url: str) -> CasePlan:
+    """Lesion table → one spec per image; URIs that do not lie in the source are refused."""
+    settings = get_settings()
+    src, key = open_uri(lesions_uri, settings)
+    images = image_table(from_csv_bytes(src.read_bytes(key)))
+    source = open_store(source_url, settings)
+    specs: list[CaseSpec] = []
+    refused: list[CaseOutcome] = []
+    for row in images.itertuples(index=False):
+        try:
+            masks = [MaskSpec(key=source.key_from_uri(u)) for u in row.mask_uris]
+            masks += [MaskSpec(geometry=g) for g in row.mask_geometries]
+            image_key = source.key_from_uri(row.image_uri)
+        except StoreError as exc:
+            refused.append(CaseOutcome(case_id=row.case_id, ok=False, reason="a URI of this case lies outside the source store", source=str(exc)))
+            continue
+        specs.append(CaseSpec(case_id=row.case_id, image_key=image_key, laterality=row.laterality, masks=masks))
+    return CasePlan(specs=specs, refused=refused)
+
+
+@task(
+    name="preprocess-case",
+    task_run_name="preprocess-{spec.case_id}",
+    cache_policy=NO_CACHE,  # our own cache is content-addressed in the store
+    **IO_RETRIES,
+)
+def preprocess_one(spec: CaseSpec, source_url: str, store_url: str, size: int) -> CaseOutcome:
+    """Decode → crop → flip → CLAHE → resize one case; bad input becomes a quarantine outcome."""
+    from mammoseg.preprocess import MaskRef, PreprocessError, PreprocessParams, preprocess_case
+
+    settings = get_settings()
+    params = PreprocessParams(
+        size=size,
+        clahe_clip_limit=settings.clahe_clip_limit,
+        clahe_tile_grid=settings.clahe_tile_grid,
+        canonical_side=settings.canonical_side,
+    )
+    refs = [MaskRef(key=m.key) if m.key else MaskRef(geometry=m.geometry) for m in spec.masks]
+    try:
+        result = preprocess_case(
+            open_store(source_url, settings), spec.image_key, refs, open_store(store_url, settings),
+            params, laterality=spec.laterality,
+        )
+    except PreprocessError as exc:
+        reason = redact(str(exc), {spec.image_key: "<image>"} | {m.key: f"<mask {i}>" for i, m in enumerate(spec.masks, 1) if m.key})
+        get_run_logger().warning("quarantined at preprocessing: case=%s %s", spec.case_id, reason)
+        pairing = exc.pairing.to_record() if getattr(exc, "pairing", None) else {}
+        return CaseOutcome(case_id=spec.case_id, ok=False, reason=reason, source=spec.image_key, pairing=pairing)
+    return CaseOutcome(case_id=spec.case_id, ok=True, record=result.to_record(), pairing=result.pairing.to_record())
+
+
+@task(name="pairing-gate-and-manifest", **IO_RETRIES)
+def finish_preprocess(
+    outcomes: list[CaseOutcome], lesions_uri: str, store_url: str, run_id: str
+) -> PreprocessSummary:
+    """GX pairing suite over every case; write quarantine, manifest and contact sheet."""
+    from mammoseg.gate import decide
+    from mammoseg.validation import validate_frame
+
+    settings = get_settings()
+    store = open_store(store_url, settings)
+    logger = get_run_logger()
+    failed = [
+        QuarantineRecord(stage="preprocess", reason=o.reason or "failed", case_id=o.case_id, source=o.source)
+        for o in outcomes
+        if not o.ok
+    ]
+    write_quarantine(store, run_id, "preprocess", failed)
+
+    done = [o for o in outcomes if o.ok]
+    pairing = pd.DataFrame([{"case_id": o.case_id, **o.pairing} for o in done])
+    pairing_uri = None
+    passed_ids: set[str] = {o.case_id for o in done}
+    pairing_records: list[QuarantineRecord] = []
+    if len(pairing):
+        report = validate_frame(pairing, "pairing", run_name=run_id)
+        pairing_uri = store.write_bytes(
+            validation_key(run_id, "pairing"), json.dumps(report.to_dict(), indent=2).encode(), "application/json"
+        ).uri
+        decision = decide(report, max_fraction=1.0)
+        pairing_records = [QuarantineRecord(stage="pairing", reason=r, case_id=c) for c, r in decision.reasons.items()]
+        passed_ids -= set(decision.reasons)
+        for r in pairing_records:
+            logger.warning("quarantined by the pairing suite: case=%s %s", r.case_id, r.reason)
+    write_quarantine(store, run_id, "pairing", pairing_records)
+
+    src, key = open_uri(lesions_uri, settings)
+    images = image_table(from_csv_bytes(src.read_bytes(key)))
+    records = pd.DataFrame([{"case_id": o.case_id, **o.record} for o in done if o.case_id in passed_ids])
+    manifest_uri = contact_uri = None
+    if len(records):
+        # the manifest carries pseudonymous ids and content keys only: no source URIs
+        # (CBIS-DDSM object names repeat the DICOM PatientID); the run's lesion tables map back.
+        manifest = images.drop(columns=["image_uri", "mask_uris"]).merge(records, on="case_id", how="inner")
+        for col in ("mask_geometries", "abnormality_types"):
+            manifest[col] = manifest[col].map(json.dumps)
+        manifest_uri = store.write_bytes(manifest_key(run_id), manifest.to_csv(index=False).encode(), "text/csv").uri
+        contact_uri = _contact_sheet(store, run_id, manifest)
+    computed = sum(1 for o in done if o.case_id in passed_ids and not o.record.get("cached"))
+    return PreprocessSummary(
+        run_id=run_id,
+        manifest_uri=manifest_uri,
+        contact_sheet_uri=contact_uri,
+        cases_in=len(outcomes),
+        cases_preprocessed=len(passed_ids),
+        computed=computed,
+        cached=len(passed_ids) - computed,
+        quarantined=len(failed) + len(pairing_records),
+        pairing_report_uri=pairing_uri,
+    )
+
+
+def _contact_sheet(store, run_id: str, manifest: pd.DataFrame, limit: int = 32) -> str:  # noqa: ANN001
+    from mammoseg.contact_sheet import contact_sheet
+    from mammoseg.preprocess import read_preprocessed
+
+    tiles = []
+    for row in manifest.head(limit).itertuples(index=False):
+        arrays = read_preprocessed(store, row.npz_key)
+        tiles.append((arrays.image, arrays.mask, row.case_id))
+    return store.write_bytes(contact_sheet_key(run_id), contact_sheet(tiles), "image/png").uri
