@@ -1,0 +1,139 @@
+"""Alignment sanity checks: does a lesion mask still sit on the same anatomy after a step?
+
+Cheap enough to run after every step of every case (moments of uint8 masks). Problems are
+returned as readable strings; :func:`~.arrays.preprocess_arrays` raises
+:class:`~.errors.AlignmentError` with them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from mammoseg.preprocess.params import AlignmentTolerances
+from mammoseg.preprocess.steps import mask_bbox
+from mammoseg.preprocess.transform import GeometricStep, Transform
+
+
+@dataclass(frozen=True)
+class MaskStats:
+    """Area (pixels) and centroid ``(y, x)`` (pixel-centre coordinates; None when empty)."""
+
+    area: int
+    centroid: tuple[float, float] | None
+
+
+def mask_stats(mask: np.ndarray) -> MaskStats:
+    """Area and centroid of a 2-D mask (nonzero = in)."""
+    arr = np.asarray(mask)
+    box = mask_bbox(arr)
+    if box is None:
+        return MaskStats(0, None)
+    y0, y1, x0, x1 = box
+    sub = np.ascontiguousarray(arr[y0:y1, x0:x1] != 0).view(np.uint8)
+    m = cv2.moments(sub, binaryImage=True)
+    area = round(m["m00"])
+    return MaskStats(area, (y0 + m["m01"] / m["m00"], x0 + m["m10"] / m["m00"]))
+
+
+def in_breast_fraction(mask: np.ndarray, breast_mask: np.ndarray) -> float | None:
+    """Fraction of the mask's pixels inside the breast mask; None for an empty mask."""
+    arr, breast = np.asarray(mask), np.asarray(breast_mask)
+    if arr.shape != breast.shape:
+        raise ValueError(f"mask {arr.shape} and breast mask {breast.shape} differ in shape")
+    box = mask_bbox(arr)
+    if box is None:
+        return None
+    y0, y1, x0, x1 = box
+    m = arr[y0:y1, x0:x1] != 0
+    inside = m & (breast[y0:y1, x0:x1] != 0)
+    return int(np.count_nonzero(inside)) / int(np.count_nonzero(m))
+
+
+def area_tolerance(expected: float, tol: AlignmentTolerances) -> float:
+    """Allowed deviation (pixels) from an expected mask area (see :class:`AlignmentTolerances`)."""
+    return tol.area_rel * expected + tol.area_sqrt * math.sqrt(expected) + tol.area_abs_px
+
+
+def check_alignment(
+    mask_before: np.ndarray,
+    mask_after: np.ndarray,
+    image_shape_after: tuple[int, ...],
+    step: GeometricStep,
+    tolerances: AlignmentTolerances | None = None,
+    *,
+    breast_after: np.ndarray | None = None,
+    name: str = "mask",
+    before: MaskStats | None = None,
+    after: MaskStats | None = None,
+) -> list[str]:
+    """Problems (empty = fine) of a mask after ``step``, compared with the mask before it.
+
+    * the mask has the image's shape after the step;
+    * area: ``area_after ≈ area_before · step.scale²`` within :func:`area_tolerance`;
+    * centroid: the centroid before, mapped by ``step.map_point``, is within
+      ``tolerances.centroid_px`` of the centroid after;
+    * with ``breast_after``: at least ``tolerances.min_in_breast`` of the mask is in the breast.
+
+    An empty mask before must stay empty. ``before`` / ``after`` may pass precomputed
+    :func:`mask_stats` of the two masks (saves a pass over large masks).
+    """
+    tol = tolerances or AlignmentTolerances()
+    after_arr = np.asarray(mask_after)
+    where = f"{name} after {step.name}"
+    if after_arr.shape != tuple(image_shape_after[:2]):
+        return [
+            f"{where}: mask shape {after_arr.shape} differs from image shape {image_shape_after}"
+        ]
+    b = before or mask_stats(mask_before)
+    a = after or mask_stats(after_arr)
+    problems: list[str] = []
+    expected = b.area * step.scale**2
+    allowed = area_tolerance(expected, tol)
+    if abs(a.area - expected) > allowed:
+        problems.append(
+            f"{where}: area {a.area} px, expected {expected:.1f} ± {allowed:.1f} px "
+            f"({b.area} px × scale² {step.scale**2:.4g})"
+        )
+    if b.centroid is not None and a.centroid is not None:
+        ey, ex = step.map_point(*b.centroid)
+        dist = math.hypot(a.centroid[0] - ey, a.centroid[1] - ex)
+        if dist > tol.centroid_px:
+            problems.append(
+                f"{where}: centroid at (y={a.centroid[0]:.1f}, x={a.centroid[1]:.1f}), expected "
+                f"(y={ey:.1f}, x={ex:.1f}): {dist:.1f} px off (tolerance {tol.centroid_px} px)"
+            )
+    if breast_after is not None and a.area > 0:
+        frac = in_breast_fraction(after_arr, breast_after)
+        if frac is not None and frac < tol.min_in_breast:
+            problems.append(
+                f"{where}: only {100 * frac:.0f}% of its {a.area} px lie inside the breast "
+                f"(need ≥ {100 * tol.min_in_breast:.0f}%)"
+            )
+    return problems
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two same-shape masks (nonzero = in); both empty → 1.0."""
+    x, y = np.asarray(a) != 0, np.asarray(b) != 0
+    if x.shape != y.shape:
+        raise ValueError(f"masks differ in shape: {x.shape} vs {y.shape}")
+    union = int(np.count_nonzero(x | y))
+    return 1.0 if union == 0 else int(np.count_nonzero(x & y)) / union
+
+
+def roundtrip_iou(
+    mask: np.ndarray, transform: Transform, *, order: Literal["linear", "nearest"] = "linear"
+) -> float:
+    """IoU of an original-geometry mask with itself sent forward (nearest) and back (``order``).
+
+    Close to 1 for lesions many output pixels wide; tiny lesions (a few output pixels) lose to
+    the quantisation of the output grid.
+    """
+    forward = transform.forward_mask(mask)
+    back = transform.to_original(forward.astype(bool), order=order)
+    return iou(mask, back)

@@ -1,0 +1,349 @@
+"""Array-level steps: find the breast and crop, decide the chest-wall side, window, CLAHE, pad.
+
+Conventions used throughout :mod:`mammoseg.preprocess`:
+
+* arrays are ``(rows, cols)``; a point is ``(y, x)`` = (row, column); integer coordinates are
+  pixel centres (as in :mod:`mammoseg.masks` and OpenCV);
+* boxes are half-open ``(y0, y1, x0, x1)``: rows ``y0 .. y1-1`` and columns ``x0 .. x1-1``;
+* images are in display orientation (higher = brighter breast; MONOCHROME1 already inverted);
+* no function modifies its inputs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import cv2
+import numpy as np
+
+from mammoseg.preprocess.errors import InvalidImageError, NoBreastError
+from mammoseg.preprocess.params import PreprocessParams
+
+Side = Literal["L", "R"]
+Box = tuple[int, int, int, int]
+
+#: Smallest image side accepted (pixels).
+MIN_SIDE = 16
+#: A component touching an image edge, thinner than this fraction of the image across that edge
+#: and at least 3x longer than thick, is a scanner strip, never the breast.
+STRIP_MAX_FRACTION = 0.1
+#: The breast must cover at least this fraction of the (downsampled) image.
+MIN_BREAST_FRACTION = 0.005
+#: Left/right breast-mass contrast below which the pixels are considered undecided.
+SIDE_MIN_CONTRAST = 0.05
+
+
+def validate_image(image: np.ndarray) -> np.ndarray:
+    """Return ``image`` as an ndarray if it is a 2-D uint8/uint16 image, else raise."""
+    arr = np.asarray(image)
+    if arr.ndim != 2:
+        raise InvalidImageError(
+            f"expected a 2-D grayscale image, got an array of shape {arr.shape}"
+        )
+    if arr.dtype not in (np.uint8, np.uint16):
+        raise InvalidImageError(f"expected a uint8 or uint16 image, got dtype {arr.dtype}")
+    if min(arr.shape) < MIN_SIDE:
+        raise InvalidImageError(f"image of shape {arr.shape} is too small (min side {MIN_SIDE} px)")
+    return arr
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 1024) -> float:
+    """Otsu's threshold ``t`` of ``values`` (foreground = ``values >= t``), on ``bins`` bins.
+
+    Among equally good splits the lowest is taken. Raises :class:`NoBreastError` on a constant
+    array (no threshold exists).
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    lo, hi = float(v.min()), float(v.max())
+    if not hi > lo:
+        raise NoBreastError(f"the image is constant (all pixels = {lo:g}); no breast to find")
+    hist, edges = np.histogram(v, bins=bins, range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2.0
+    w0 = np.cumsum(hist)[:-1].astype(np.float64)  # split after bin k: class 0 = bins 0..k
+    w1 = float(hist.sum()) - w0
+    s0 = np.cumsum(hist * centres)[:-1]
+    s1 = float((hist * centres).sum()) - s0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = w0 * w1 * (s0 / w0 - s1 / w1) ** 2
+    between = np.where((w0 > 0) & (w1 > 0), between, -1.0)
+    k = int(np.argmax(between))
+    return float(edges[k + 1])
+
+
+def breast_threshold(values: np.ndarray, fraction: float) -> float:
+    """Threshold between background and *all* breast tissue, faint periphery included.
+
+    Otsu's threshold ``t`` separates the background from the bright (dense) tissue but cuts
+    off the fatty periphery and the axillary tail; the threshold used is ``fraction`` of the
+    way from the background level ``bg`` (median of the values below ``t``) up to ``t``:
+    ``bg + fraction * (t - bg)``.
+    """
+    v = np.asarray(values)
+    t = otsu_threshold(v)
+    below = v[v < t]
+    bg = float(np.median(below)) if below.size else float(v.min())
+    return bg + fraction * (t - bg)
+
+
+class BorderCrop(NamedTuple):
+    """Result of :func:`border_crop`."""
+
+    box: Box  #: (y0, y1, x0, x1), half-open, original pixel coordinates, margin included
+    breast_mask: np.ndarray  #: bool, original shape: the breast (largest bright component)
+
+
+def _odd(n: int) -> int:
+    return n if n % 2 else n + 1
+
+
+def _is_edge_strip(x: int, y: int, w: int, h: int, shape: tuple[int, int]) -> bool:
+    height, width = shape
+    vertical = (x == 0 or x + w == width) and w <= STRIP_MAX_FRACTION * width and h >= 3 * w
+    horizontal = (y == 0 or y + h == height) and h <= STRIP_MAX_FRACTION * height and w >= 3 * h
+    return bool(vertical or horizontal)
+
+
+def _strip_run(band_widths: list[int], in_band: list[bool], max_width: int) -> int:
+    """Length of the strip-like run at the start of a sequence of rows (or columns), else 0.
+
+    The candidate run is the leading non-empty rows that lie entirely within ``max_width`` of
+    the edge (``in_band``). Its typical width ``w`` is their median width; the strip is the leading
+    rows at most ``w + 1`` wide, and counts only if it is at least ``3 w`` rows long (a band of
+    nearly constant width, not a breast tapering into the corner).
+    """
+    run = 0
+    for width, inside in zip(band_widths, in_band, strict=True):
+        if not inside or not 0 < width <= max_width:
+            break
+        run += 1
+    if run == 0:
+        return 0
+    ref = float(np.median(band_widths[:run]))
+    n = 0
+    for width in band_widths[:run]:
+        if width > ref + 1:
+            break
+        n += 1
+    return n if n >= 3 * ref else 0
+
+
+def trim_edge_strips(mask: np.ndarray) -> np.ndarray:
+    """A copy of a bool mask without the constant-width strips it has along an image edge.
+
+    Film scanners leave a bright strip along an edge; where the breast touches that edge the
+    strip joins the breast component and would stretch its bounding box to the image corner.
+    From each corner, along each edge, the run of rows (columns) in which the mask is only a
+    band of nearly constant width hugging the edge (see :func:`_strip_run`; at most
+    ``STRIP_MAX_FRACTION`` of the image wide) is removed. A breast tapering towards a corner
+    (axillary tail) widens row by row and is kept.
+    """
+    out = np.asarray(mask, dtype=bool).copy()
+    for arr in (out, out.T):  # rows against left/right edges, then columns against top/bottom
+        height, width = arr.shape
+        max_w = max(1, int(STRIP_MAX_FRACTION * width))
+        counts = arr.sum(axis=1)
+        for inner in (arr[:, max_w:], arr[:, : width - max_w]):  # left edge, right edge
+            in_band = (~inner.any(axis=1)).tolist()
+            widths = counts.tolist()
+            for order in (range(height), range(height - 1, -1, -1)):
+                rows = list(order)
+                n = _strip_run([widths[r] for r in rows], [in_band[r] for r in rows], max_w)
+                if n:
+                    arr[rows[:n], :] = False
+        # arr is a view of out: edits land in out
+    return out
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """A copy of a bool mask with every background region not touching the border filled."""
+    inv = (~np.asarray(mask, dtype=bool)).astype(np.uint8)
+    n, labels = cv2.connectedComponents(inv, connectivity=4)
+    border = np.unique(np.concatenate([labels[0, :], labels[-1, :], labels[:, 0], labels[:, -1]]))
+    holes = np.ones(n, dtype=bool)
+    holes[0] = False  # label 0 is the mask itself
+    holes[border] = False
+    return np.asarray(mask, dtype=bool) | holes[labels]
+
+
+def breast_region(image: np.ndarray, params: PreprocessParams) -> np.ndarray:
+    """The breast as a bool mask of ``image``'s shape.
+
+    On a copy downsampled (INTER_AREA) to ``params.otsu_downsample`` px on the longer side:
+    threshold (:func:`breast_threshold`, Otsu-based); opening with an elliptic kernel of
+    ``params.opening_fraction`` of that side (cuts thin strips and wires off); the largest
+    8-connected component that is not a strip along an image edge (labels and markers are
+    separate, smaller components); scanner strips joined to it removed
+    (:func:`trim_edge_strips`); holes filled. Upsampled (bilinear, 0.5 threshold) to the
+    original shape.
+    """
+    img = validate_image(image)
+    height, width = img.shape
+    factor = min(1.0, params.otsu_downsample / max(height, width))
+    if factor < 1.0:
+        size = (max(1, round(width * factor)), max(1, round(height * factor)))
+        small = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    else:
+        small = img
+    t = breast_threshold(small, params.threshold_fraction)
+    fg = (small >= t).astype(np.uint8)
+    k = _odd(max(1, round(params.opening_fraction * max(small.shape))))
+    if k > 1:
+        # Zero border: OpenCV's default erosion border counts the outside as foreground, which
+        # would keep a strip along the image edge (and what it touches) through the opening.
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        fg = cv2.morphologyEx(
+            fg, cv2.MORPH_OPEN, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0
+        )
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    best, best_area = 0, 0
+    for lab in range(1, n):
+        x, y, w, h, area = (int(v) for v in stats[lab])
+        if _is_edge_strip(x, y, w, h, small.shape) or area <= best_area:
+            continue
+        best, best_area = lab, area
+    if best == 0 or best_area < MIN_BREAST_FRACTION * small.size:
+        raise NoBreastError(
+            "no breast-like region found: the largest bright component that is not an edge strip "
+            f"covers {100.0 * best_area / small.size:.2f}% of the image "
+            f"(need {100 * MIN_BREAST_FRACTION:.1f}%)"
+        )
+    comp = fill_holes(trim_edge_strips(labels == best))
+    if small is img:
+        return comp
+    up = cv2.resize(comp.astype(np.uint8) * 255, (width, height), interpolation=cv2.INTER_LINEAR)
+    return up >= 128
+
+
+def mask_bbox(mask: np.ndarray) -> Box | None:
+    """Half-open bounding box ``(y0, y1, x0, x1)`` of a mask's nonzero pixels; None if empty."""
+    m = np.asarray(mask)
+    rows = np.flatnonzero(m.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(m.any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def border_crop(image: np.ndarray, params: PreprocessParams | None = None) -> BorderCrop:
+    """Crop box around the breast, without scanner borders, label strips and markers.
+
+    The box is the breast mask's bounding box (see :func:`breast_region`) grown by
+    ``params.crop_margin`` times the image's longer side on every side, clipped to the image.
+    Works on uint16 (DICOM, 16-bit PNG) and uint8 (PNG/JPEG) images in display orientation.
+    """
+    params = params or PreprocessParams()
+    img = validate_image(image)
+    breast = breast_region(img, params)
+    bbox = mask_bbox(breast)
+    assert bbox is not None  # breast_region never returns an empty mask
+    height, width = img.shape
+    m = round(params.crop_margin * max(height, width))
+    y0, y1, x0, x1 = bbox
+    box = (max(0, y0 - m), min(height, y1 + m), max(0, x0 - m), min(width, x1 + m))
+    return BorderCrop(box=box, breast_mask=breast)
+
+
+def union_box(a: Box, b: Box) -> Box:
+    """Smallest half-open box containing both boxes."""
+    return (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
+
+
+def chest_wall_side(
+    image: np.ndarray,
+    breast_mask: np.ndarray,
+    laterality: str | None = None,
+    *,
+    min_contrast: float = SIDE_MIN_CONTRAST,
+) -> tuple[Side, Literal["pixels", "laterality"]]:
+    """Which image edge the chest wall is on, and what decided it.
+
+    Compares the breast mass (pixel values inside ``breast_mask``) in the left and right halves
+    of the (cropped) image: the chest wall is on the heavier side, as a breast is widest there.
+    Only when the two halves differ by less than ``min_contrast`` (relative) does the laterality
+    tag decide, with the usual hanging convention (``"R"`` → chest wall on the right edge,
+    ``"L"`` → left). Large images are subsampled (strided view) for speed.
+    """
+    img = np.asarray(image)
+    mask = np.asarray(breast_mask, dtype=bool)
+    if img.shape != mask.shape:
+        raise ValueError(f"image {img.shape} and breast mask {mask.shape} differ in shape")
+    step = max(1, max(img.shape) // 512)
+    weights = img[::step, ::step].astype(np.float64) * mask[::step, ::step]
+    cols = weights.sum(axis=0)
+    half = cols.size // 2
+    left, right = float(cols[:half].sum()), float(cols[cols.size - half :].sum())
+    total = left + right
+    if total > 0 and abs(left - right) / total >= min_contrast:
+        return ("L" if left > right else "R"), "pixels"
+    if laterality in ("L", "R"):
+        return laterality, "laterality"  # type: ignore[return-value]
+    return ("L" if left >= right else "R"), "pixels"
+
+
+def intensity_window(image: np.ndarray, breast_mask: np.ndarray) -> tuple[int, int]:
+    """``(lo, hi)``: the image minimum and the brightest breast pixel (labels outside ignored)."""
+    img = np.asarray(image)
+    lo = int(img.min())
+    inside = img[np.asarray(breast_mask, dtype=bool)]
+    hi = int(inside.max()) if inside.size else int(img.max())
+    return lo, max(hi, lo + 1)
+
+
+def grey_levels(image: np.ndarray, lo: int | None = None, hi: int | None = None) -> int:
+    """Number of distinct grey levels of a uint8/uint16 image (within ``[lo, hi]`` if given)."""
+    img = np.ascontiguousarray(image)
+    n = int(np.iinfo(img.dtype).max) + 1
+    hist = cv2.calcHist([img], [0], None, [n], [0, n]).ravel()
+    lo = 0 if lo is None else lo
+    hi = n - 1 if hi is None else hi
+    return int(np.count_nonzero(hist[lo : hi + 1]))
+
+
+def stretch_to_uint16(image: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """New uint16 array: ``[lo, hi]`` mapped linearly onto ``[0, 65535]`` (saturated outside).
+
+    Rounded to nearest; since the scale ``65535 / (hi - lo)`` is >= 1 the map is injective on
+    ``[lo, hi]``, so no grey level inside the window is lost. uint8 input with
+    ``(lo, hi) = (0, 255)`` is multiplied by exactly 257.
+    """
+    img = np.ascontiguousarray(image)
+    if img.dtype not in (np.uint8, np.uint16):
+        raise InvalidImageError(f"expected uint8/uint16, got {img.dtype}")
+    if not 0 <= lo < hi <= np.iinfo(img.dtype).max:
+        raise ValueError(f"bad intensity window ({lo}, {hi}) for {img.dtype}")
+    scale = 65535.0 / (hi - lo)
+    return cv2.addWeighted(img, scale, img, 0.0, -lo * scale, dtype=cv2.CV_16U)
+
+
+def clahe(
+    image: np.ndarray, clip_limit: float, tile_grid: int, *, levels: int | None = None
+) -> np.ndarray:
+    """CLAHE on a uint16 image (OpenCV, CV_16U, no 8-bit step); returns a new uint16 array.
+
+    OpenCV clips each tile's 65536-bin histogram at ``clip_limit * tile_pixels / 65536``. When
+    the image holds only ``levels`` distinct grey levels (e.g. 4096 for 12-bit data, however
+    they are spread over the 16-bit range), that would clip almost everything;
+    passing ``levels`` scales the limit by ``65536 / levels`` so ``clip_limit`` means what it
+    means on an 8-bit image with the same number of levels. ``levels=None`` = plain OpenCV.
+    """
+    img = np.asarray(image)
+    if img.dtype != np.uint16 or img.ndim != 2:
+        raise InvalidImageError(f"CLAHE expects a 2-D uint16 image, got {img.dtype} {img.shape}")
+    effective = float(clip_limit)
+    if levels is not None:
+        effective *= 65536.0 / max(2, min(int(levels), 65536))
+    op = cv2.createCLAHE(clipLimit=effective, tileGridSize=(int(tile_grid), int(tile_grid)))
+    return op.apply(np.ascontiguousarray(img))
+
+
+def square_padding(height: int, width: int, chest_wall: Side) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` padding that makes ``height x width`` square.
+
+    A tall image is padded on the side away from the chest wall (right when the chest wall is
+    on the left); a wide one equally above and below (the extra row, if odd, at the bottom).
+    """
+    if height > width:
+        d = height - width
+        return (0, 0, 0, d) if chest_wall == "L" else (0, 0, d, 0)
+    d = width - height
+    return (d // 2, d - d // 2, 0, 0)

@@ -1,0 +1,119 @@
+"""Preprocessing on real mammograms from ../shared/data (skipped when that folder is absent).
+
+* CBIS-DDSM full mammograms (scanned film, 8-bit PNG): a burned-in "R MLO" label, a bright
+  scanner strip along one edge; the border crop must keep the breast and drop both.
+* INbreast (FFDM, 16-bit PNG) with its filled mass mask: the mask must stay aligned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from mammoseg.preprocess import (
+    PreprocessParams,
+    border_crop,
+    mask_stats,
+    preprocess_arrays,
+    roundtrip_iou,
+)
+
+pytestmark = pytest.mark.realdata
+
+DATA = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
+CBIS = DATA / "cbis-ddsm" / "samples" / "full-png"
+INBREAST = DATA / "inbreast" / "sample" / "scans"
+MLO = CBIS / "Mass-Test_P_00116_RIGHT_MLO_full.png"
+CC = CBIS / "Mass-Test_P_00016_LEFT_CC_full.png"
+
+
+def _read(path: Path) -> np.ndarray:
+    if not path.is_file():
+        pytest.skip(f"real data file {path} absent (needs ../shared/data next to the repo)")
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert img is not None, f"cannot read {path}"
+    return img
+
+
+def _inbreast() -> tuple[np.ndarray, np.ndarray]:
+    scans = sorted((INBREAST / "raw_mammogram").glob("*.png"))
+    if not scans:
+        pytest.skip(f"INbreast sample absent under {INBREAST}")
+    image = _read(scans[0])
+    mask = _read(INBREAST / "raw_annotation" / scans[0].name) > 127
+    return image, mask
+
+
+def _boxes_overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+
+
+def test_cbis_mlo_crop_drops_the_burned_in_label() -> None:
+    img = _read(MLO)
+    # The "R MLO" label, located by hand: rows 194..860, columns 127..428 (pixels > 100).
+    label = (190, 865, 120, 435)
+    assert np.count_nonzero(img[190:865, 120:435] > 100) > 40_000  # it is there
+    crop = border_crop(img)
+    assert not _boxes_overlap(crop.box, label), f"crop box {crop.box} includes the label"
+    assert not crop.breast_mask[190:865, 120:435].any()
+    # The breast is kept: chest wall on the right edge, most of the height.
+    y0, y1, x0, x1 = crop.box
+    assert x1 == img.shape[1] and x0 < 1300 and y1 - y0 > 0.8 * img.shape[0]
+
+
+def test_cbis_cc_crop_trims_the_scanner_strip() -> None:
+    img = _read(CC)
+    # A saturated strip runs down the right edge to the bottom row; the breast ends near row
+    # 3600 (by eye). The box must stop there instead of following the strip to row 4006.
+    assert (img[3800:, -30:] == 255).mean() > 0.5
+    y0, y1, x0, x1 = border_crop(img).box
+    assert y1 < 3800 and y0 > 100
+    assert x1 == img.shape[1] and x0 < 900
+
+
+@pytest.mark.parametrize("path", [MLO, CC], ids=["mlo", "cc"])
+def test_cbis_full_preprocess(path: Path) -> None:
+    img = _read(path)
+    before = img.copy()
+    case = preprocess_arrays(img, [], PreprocessParams(size=256))
+    assert np.array_equal(img, before)
+    assert case.image.shape == (256, 256) and case.image.dtype == np.uint16
+    # Both films have the chest wall on the right (even the LEFT one: DDSM stored some left
+    # breasts mirrored), so both are flipped to the canonical left, decided by the pixels.
+    assert case.chest_wall_side == "R" and case.side_source == "pixels"
+    assert case.transform.flipped
+    cols = case.image.astype(np.float64).sum(axis=0)
+    assert cols[:32].sum() > 3 * cols[-32:].sum()
+    assert 0.1 < case.breast_fraction < 0.9  # narrow CC crops fill ~18 % of the square
+
+
+def test_inbreast_mask_stays_aligned() -> None:
+    image, mask = _inbreast()
+    assert image.dtype == np.uint16 and mask.shape == image.shape and mask.sum() > 10_000
+    case = preprocess_arrays(image, [mask], PreprocessParams(), laterality="R")
+    assert case.lesion_in_breast == (1.0,)
+    assert case.chest_wall_side == "R" and case.side_source == "pixels" and case.transform.flipped
+    assert roundtrip_iou(mask, case.transform) >= 0.9
+    # The lesion centroid maps onto the output lesion centroid.
+    cy, cx = mask_stats(mask).centroid  # type: ignore[misc]
+    oy, ox = case.transform.point_to_output(cy, cx)
+    my, mx = mask_stats(case.mask).centroid  # type: ignore[misc]
+    assert abs(oy - my) < 1.0 and abs(ox - mx) < 1.0
+    # 16-bit precision kept inside the breast (an 8-bit pipeline has at most 256 levels).
+    assert np.unique(case.image[case.breast_mask == 1]).size > 5_000
+
+
+def test_inbreast_mask_moved_off_the_breast_is_refused() -> None:
+    # A mask misregistered onto the background must be refused, not silently trained on.
+    from mammoseg.preprocess import AlignmentError
+
+    image, mask = _inbreast()
+    ys, xs = np.nonzero(mask)
+    shifted = np.zeros_like(mask)
+    shifted[ys, xs - xs.min()] = True  # same lesion against the left border (background)
+    assert not shifted[:, 900:].any()  # the breast starts at about column 950
+    with pytest.raises(AlignmentError, match="inside the detected breast"):
+        preprocess_arrays(image, [shifted], PreprocessParams(size=256), laterality="R")
