@@ -20,6 +20,7 @@ class DataRunResult(BaseModel):
     dataset: str
     store_url: str
     report_uri: str
+    lesions_uri: str | None  # the validated lesion table: the source index of this run
     manifest_uri: str | None
     contact_sheet_uri: str | None
     data_docs_index: str | None
@@ -67,6 +68,7 @@ def data_pipeline_flow(dataset: str, source_url: str, store_url: str, run_id: st
         dataset=dataset,
         store_url=store_url,
         report_uri=report_uri,
+        lesions_uri=gate.validated_uri,
         manifest_uri=prep.manifest_uri if prep else None,
         contact_sheet_uri=prep.contact_sheet_uri if prep else None,
         data_docs_index=gate.data_docs_index,

@@ -149,27 +149,32 @@ def demo(
     size: Annotated[int, typer.Option(min=32, help="Model input size in px.")] = 128,
     bad: Annotated[int, typer.Option(min=0, help="Defective cases to include (shows the quarantine).")] = 3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs (default: RetrainParams.epochs).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """The main job on the embedded default: synthetic data → the whole pipeline, no server needed."""
+    """The main job on the embedded default: synthetic data → ingest → validate → preprocess →
+    train → evaluate on a held-out MIAS-format set → publish. No server, no download."""
     from flows.demo import run_demo
 
     s = _settings(store_url=store)
-    result = run_demo(s.store_url, patients=patients, size=size, bad=bad, seed=seed)
+    result = run_demo(s.store_url, patients=patients, size=size, bad=bad, seed=seed, epochs=epochs)
     _emit(result, as_json, _demo_text(result))
 
 
 def _demo_text(result: dict[str, Any]) -> str:
     lines = ["mammoseg demo finished.", ""]
-    for key in ("run_id", "store_url", "report_uri", "contact_sheet_uri", "manifest_uri", "data_docs_index", "model_uri"):
+    for key in ("run_id", "store_url", "report_uri", "heldout_report_uri", "overlays_uri", "model_uri", "model_version", "gate"):
         if result.get(key):
             lines.append(f"  {key:<18} {result[key]}")
-    counts = result.get("counts", {})
-    if counts:
-        lines += ["", "  counts: " + ", ".join(f"{k}={v}" for k, v in counts.items())]
-    if result.get("metrics"):
-        m = result["metrics"]
-        lines += ["", "  held-out: " + ", ".join(f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, float))]
+    m = result.get("metrics") or {}
+    if m:
+        ci = (m.get("ci95") or {}).get("dice_mean") or [float("nan")] * 2
+        lines += [
+            "",
+            f"  held-out ({m.get('n_cases')} images, {m.get('n_patients')} patients): per-image mean Dice "
+            f"{m['dice_mean']:.3f} (95% CI {ci[0]:.3f}–{ci[1]:.3f}), mean IoU {m['iou_mean']:.3f}, "
+            f"pooled Dice {m['dice_pooled']:.3f}, threshold {m.get('threshold', float('nan')):.2f}",
+        ]
     return "\n".join(lines)
 
 

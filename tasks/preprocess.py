@@ -38,7 +38,7 @@ class CaseOutcome(BaseModel):
     reason: str | None = None  # names no source object (see ``redact``)
     source: str | None = None  # the source key, kept for the quarantine record only
     record: dict[str, Any] = {}  # CaseResult.to_record() on success
-    pairing: dict[str, Any] = {}
+    pairing: list[dict[str, Any]] = []  # one row per lesion for the GX pairing suite
 
 
 class PreprocessSummary(BaseModel):
@@ -90,12 +90,7 @@ def preprocess_one(spec: CaseSpec, source_url: str, store_url: str, size: int) -
     from mammoseg.preprocess import MaskRef, PreprocessError, PreprocessParams, preprocess_case
 
     settings = get_settings()
-    params = PreprocessParams(
-        size=size,
-        clahe_clip_limit=settings.clahe_clip_limit,
-        clahe_tile_grid=settings.clahe_tile_grid,
-        canonical_side=settings.canonical_side,
-    )
+    params = PreprocessParams.from_settings(settings, size=size)
     refs = [MaskRef(key=m.key) if m.key else MaskRef(geometry=m.geometry) for m in spec.masks]
     try:
         result = preprocess_case(
@@ -105,9 +100,8 @@ def preprocess_one(spec: CaseSpec, source_url: str, store_url: str, size: int) -
     except PreprocessError as exc:
         reason = redact(str(exc), {spec.image_key: "<image>"} | {m.key: f"<mask {i}>" for i, m in enumerate(spec.masks, 1) if m.key})
         get_run_logger().warning("quarantined at preprocessing: case=%s %s", spec.case_id, reason)
-        pairing = exc.pairing.to_record() if getattr(exc, "pairing", None) else {}
-        return CaseOutcome(case_id=spec.case_id, ok=False, reason=reason, source=spec.image_key, pairing=pairing)
-    return CaseOutcome(case_id=spec.case_id, ok=True, record=result.to_record(), pairing=result.pairing.to_record())
+        return CaseOutcome(case_id=spec.case_id, ok=False, reason=reason, source=spec.image_key)
+    return CaseOutcome(case_id=spec.case_id, ok=True, record=result.to_record(), pairing=result.pairing_records())
 
 
 @task(name="pairing-gate-and-manifest", **IO_RETRIES)
@@ -129,7 +123,7 @@ def finish_preprocess(
     write_quarantine(store, run_id, "preprocess", failed)
 
     done = [o for o in outcomes if o.ok]
-    pairing = pd.DataFrame([{"case_id": o.case_id, **o.pairing} for o in done])
+    pairing = pd.DataFrame([{"case_id": o.case_id, **row} for o in done for row in o.pairing])
     pairing_uri = None
     passed_ids: set[str] = {o.case_id for o in done}
     pairing_records: list[QuarantineRecord] = []
@@ -152,7 +146,9 @@ def finish_preprocess(
     if len(records):
         # the manifest carries pseudonymous ids and content keys only: no source URIs
         # (CBIS-DDSM object names repeat the DICOM PatientID); the run's lesion tables map back.
-        manifest = images.drop(columns=["image_uri", "mask_uris"]).merge(records, on="case_id", how="inner")
+        images = images.drop(columns=["image_uri", "mask_uris"])
+        records = records.drop(columns=[c for c in records.columns if c in images.columns and c != "case_id"])
+        manifest = images.merge(records, on="case_id", how="inner")
         for col in ("mask_geometries", "abnormality_types"):
             manifest[col] = manifest[col].map(json.dumps)
         manifest_uri = store.write_bytes(manifest_key(run_id), manifest.to_csv(index=False).encode(), "text/csv").uri

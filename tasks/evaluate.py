@@ -1,0 +1,168 @@
+"""Evaluate: predictions mapped back onto the original images, scored against the original masks."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel
+
+from mammoseg.casetable import from_csv_bytes, image_table
+from mammoseg.settings import get_settings
+from mammoseg.storage import ObjectStore, join_key, open_store, open_uri
+from tasks.retry import IO_RETRIES
+from tasks.train import read_manifest
+
+
+class EvalOutcome(BaseModel):
+    name: str
+    metrics: dict[str, Any]
+    metrics_uri: str
+    overlays_uri: str | None
+    leakage_findings: list[str]
+
+
+def _truth(row: pd.Series, shape: tuple[int, int], source: ObjectStore) -> tuple[np.ndarray, list]:
+    """Union mask and per-lesion objects (masks or circles) in original geometry."""
+    from mammoseg.evaluation import lesion_from_geometry
+    from mammoseg.imageio import load_mask
+    from mammoseg.masks import render_geometry
+
+    masks: list[np.ndarray] = []
+    lesions: list = []
+    for uri in row["mask_uris"]:
+        key = source.key_from_uri(uri)
+        m = load_mask(source.read_bytes(key), key)
+        masks.append(m)
+        lesions.append(m)
+    for geometry in row["mask_geometries"]:
+        masks.append(render_geometry(geometry, shape))
+        lesions.append(lesion_from_geometry(geometry, shape))
+    truth = np.zeros(shape, dtype=bool)
+    for m in masks:
+        truth |= m
+    return truth, lesions
+
+
+def _subgroups(row: pd.Series) -> dict[str, str]:
+    types = row["abnormality_types"]
+    return {
+        "dataset": str(row["source_dataset"]),
+        "pathology": str(row["pathology"]),
+        "lesion_type": "+".join(types) if types else "normal",
+        "density": "n/a" if pd.isna(row["density"]) else str(int(row["density"])),
+    }
+
+
+@task(name="evaluate-model", **IO_RETRIES)
+def evaluate_model(
+    name: str,
+    model_uri: str,
+    manifest_uri: str,
+    lesions_uri: str,
+    source_url: str,
+    store_url: str,
+    run_id: str,
+    threshold: float,
+    n_boot: int,
+    train_manifest_uri: str,
+    split_uri: str,
+    case_ids: list[str] | None = None,
+) -> EvalOutcome:
+    """Score ``name`` (e.g. ``heldout-mini-mias``, ``internal-test``) in original geometry."""
+    from mammoseg.evaluation import (
+        EvalCase,
+        best_median_worst,
+        evaluate,
+        is_suspicious,
+        leakage_audit,
+        overlay_grid,
+    )
+    from mammoseg.imageio import load_image
+    from mammoseg.inference import load_model, predict_batch
+    from mammoseg.preprocess import read_preprocessed
+
+    settings = get_settings()
+    logger = get_run_logger()
+    store = open_store(store_url, settings)
+    source = open_store(source_url, settings)
+    src, key = open_uri(lesions_uri, settings)
+    images = image_table(from_csv_bytes(src.read_bytes(key))).set_index("case_id")
+    manifest = read_manifest(manifest_uri)
+    if case_ids is not None:
+        manifest = manifest[manifest["case_id"].isin(case_ids)]
+    with tempfile.TemporaryDirectory() as tmp:
+        mstore, mkey = open_uri(model_uri, settings)
+        path = Path(tmp) / "model.keras"
+        path.write_bytes(mstore.read_bytes(mkey))
+        model = load_model(path)
+
+    predictions: dict[str, np.ndarray] = {}
+
+    def cases() -> Iterator[EvalCase]:
+        for row in manifest.itertuples(index=False):
+            arrays = read_preprocessed(store, row.npz_key)
+            prob = predict_batch(model, arrays.image[None])[0]
+            prob_orig = arrays.transform.to_original(prob, order="linear")
+            meta = images.loc[row.case_id]
+            truth, lesions = _truth(meta, arrays.transform.original_shape, source)
+            predictions[row.case_id] = prob_orig >= threshold
+            yield EvalCase(
+                case_id=row.case_id, patient_id=row.patient_id, prob=np.clip(prob_orig, 0, 1),
+                truth=truth, lesions=lesions, subgroups=_subgroups(meta),
+            )
+            # keep only the three overlays' worth of full-size masks in memory
+            if len(predictions) > 64:
+                predictions.pop(next(iter(predictions)))
+
+    result = evaluate(cases(), threshold=threshold, n_boot=n_boot, seed=0)
+    split = read_manifest(split_uri)
+    trained_on = set(split.loc[split["split"].isin(["train", "val"]), "case_id"])
+    train_manifest = read_manifest(train_manifest_uri)
+    findings = leakage_audit(train_manifest[train_manifest["case_id"].isin(trained_on)], manifest)
+    metrics = result.to_dict()
+    metrics["leakage_audit"] = findings or ["no overlap of patients or image content with the training data"]
+    metrics["suspicious"] = bool(is_suspicious(result))
+    if metrics["suspicious"]:
+        logger.warning("%s: mean Dice %.3f is suspiciously high; leakage audit: %s", name, result.dice_mean, findings)
+    metrics_uri = store.write_bytes(
+        join_key("runs", run_id, "evaluation", f"{name}.json"), json.dumps(metrics, indent=2).encode(), "application/json"
+    ).uri
+
+    overlays_uri = None
+    picks = best_median_worst(result.per_image) if len(result.per_image) >= 1 else ()
+    items = []
+    for label, case_id in zip(("best", "median", "worst"), picks):
+        meta = images.loc[case_id]
+        image_key = source.key_from_uri(meta["image_uri"])
+        image = load_image(source.read_bytes(image_key), image_key)
+        truth, _ = _truth(meta, image.shape, source)
+        pred = predictions.get(case_id)
+        if pred is None:  # evicted: predict again
+            row = manifest[manifest["case_id"] == case_id].iloc[0]
+            arrays = read_preprocessed(store, row["npz_key"])
+            pred = arrays.transform.to_original(predict_batch(model, arrays.image[None])[0]) >= threshold
+        dice = float(result.per_image.set_index("case_id").loc[case_id, "dice"])
+        items.append((image, truth, pred, f"{label}: {case_id} Dice {dice:.2f}"))
+    if items:
+        overlays_uri = store.write_bytes(
+            join_key("runs", run_id, "evaluation", f"{name}-overlays.png"), overlay_grid(items), "image/png"
+        ).uri
+    create_markdown_artifact(
+        key=f"metrics-{name}".lower().replace("_", "-"),
+        markdown=f"## {name}\n\n" + result.markdown_table(),
+        description=f"evaluation of run {run_id} on {name}",
+    )
+    logger.info(
+        "%s: per-image mean Dice %.3f [%.3f, %.3f], IoU %.3f, pooled Dice %.3f over %d images of %d patients",
+        name, result.dice_mean, *(metrics["ci95"].get("dice_mean") or [float("nan")] * 2), result.iou_mean, result.dice_pooled,
+        result.n_cases, result.n_patients,
+    )
+    return EvalOutcome(name=name, metrics=metrics, metrics_uri=metrics_uri, overlays_uri=overlays_uri, leakage_findings=findings)
