@@ -161,6 +161,89 @@ def demo(
     _emit(result, as_json, _demo_text(result))
 
 
+@app.command()
+def retrain(
+    source: Annotated[str, typer.Option(help="Training dataset root: path, file:// or s3://bucket/prefix.")],
+    heldout_source: Annotated[str, typer.Option(help="Held-out dataset root (another dataset).")],
+    dataset: Annotated[str, typer.Option(help="cbis-ddsm | cdd-cesm-dm | cdd-cesm | inbreast | mini-mias")] = "cbis-ddsm",
+    heldout_dataset: Annotated[str, typer.Option(help="mini-mias | mini-mias-masses | inbreast | cdd-cesm-dm …")] = "mini-mias",
+    store: StoreOpt = None,
+    size: Annotated[int, typer.Option(help="Model input size in px.")] = 256,
+    epochs: Annotated[int, typer.Option(min=1)] = 40,
+    base_filters: Annotated[int, typer.Option(min=2)] = 16,
+    depth: Annotated[int, typer.Option(min=1, max=6)] = 4,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    learning_rate: Annotated[float, typer.Option()] = 1e-3,
+    loss: Annotated[str, typer.Option(help="focal | dice | focal_dice")] = "focal_dice",
+    lesion_oversample: Annotated[float, typer.Option(help="Share of batches drawn from lesion images (0 = none).")] = 0.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    run_id: Annotated[str | None, typer.Option(help="Run id (default: new; reuse one to resume its training).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Ingest → validate → preprocess → train → evaluate on a held-out dataset → publish (Prefect flow)."""
+    from flows.retrain import retrain_flow
+    from mammoseg.layout import new_run_id
+    from mammoseg.params import RetrainParams
+
+    s = _settings(store_url=store)
+    params = RetrainParams(
+        size=size, epochs=epochs, base_filters=base_filters, depth=depth, batch_size=batch_size,
+        learning_rate=learning_rate, loss=loss, lesion_oversample=lesion_oversample, seed=seed,
+    )
+    result = retrain_flow(dataset, source, heldout_dataset, heldout_source, s.store_url, run_id or new_run_id(), params)
+    d = result.model_dump()
+    _emit(d, as_json, _demo_text(d | {"store_url": s.store_url}))
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Option(help="URI or path of a model.keras (a published version's, or a run's).")],
+    image: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="A DICOM, or a PNG/PGM (8- or 16-bit), or a JPEG.")],
+    out: Annotated[Path, typer.Option(file_okay=False, help="Folder for <name>_mask.png and <name>_overlay.png.")],
+    threshold: Annotated[float | None, typer.Option(help="Probability cut-off (default: the one chosen on validation, else 0.5).")] = None,
+    laterality: Annotated[str | None, typer.Option(help="L or R, only to break a tie when the pixels cannot tell.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Segment lesions in one image; writes the mask and an overlay in the original image's geometry."""
+    import tempfile
+
+    import cv2
+    import numpy as np
+
+    from mammoseg.evaluation import overlay_png
+    from mammoseg.imageio import encode_png8, load_image
+    from mammoseg.inference import load_model, predict_original
+    from mammoseg.storage import ObjectNotFound, open_uri
+
+    s = _settings()
+    uri = model if "://" in model else Path(model).resolve().as_uri()
+    store, key = open_uri(uri, s)
+    if threshold is None:
+        try:
+            config = json.loads(store.read_bytes("training_config.json"))
+            threshold = float(config.get("threshold", 0.5))
+        except ObjectNotFound:
+            threshold = 0.5
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        path.write_bytes(store.read_bytes(key))
+        net = load_model(path)
+    pixels = load_image(image.read_bytes(), image.name)
+    prob, _ = predict_original(net, pixels, laterality=laterality)
+    mask = prob >= threshold
+    out.mkdir(parents=True, exist_ok=True)
+    mask_path = out / f"{image.stem}_mask.png"
+    overlay_path = out / f"{image.stem}_overlay.png"
+    mask_path.write_bytes(encode_png8((mask * 255).astype(np.uint8)))
+    overlay_path.write_bytes(overlay_png(pixels, np.zeros_like(mask), mask, title=f"{image.stem} (red: prediction)", max_side=1024))
+    n, _, _, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    result = {
+        "mask": str(mask_path), "overlay": str(overlay_path), "threshold": threshold,
+        "shape": list(mask.shape), "lesion_pixels": int(mask.sum()), "components": int(n - 1),
+    }
+    _emit(result, as_json, "\n".join(f"{k}: {v}" for k, v in result.items()))
+
+
 def _demo_text(result: dict[str, Any]) -> str:
     lines = ["mammoseg demo finished.", ""]
     for key in ("run_id", "store_url", "report_uri", "heldout_report_uri", "overlays_uri", "model_uri", "model_version", "gate"):

@@ -14,9 +14,10 @@ from typing import Any
 from mammoseg.layout import quarantine_key, report_key
 from mammoseg.storage import ObjectNotFound, ObjectStore
 
-#: ``absent``: metadata rows whose image is not in the store (a subset, a held-back part): counted,
-#: recorded, but not bad input, so they do not count against the quarantine gate.
-STAGES = ("absent", "ingest", "validate", "preprocess", "pairing")
+#: ``skipped``: metadata rows whose image is not in the store (a subset, a held-back part) or that a
+#: dataset selection leaves out: counted and recorded, but not bad input, so they do not count
+#: against the quarantine gate.
+STAGES = ("skipped", "ingest", "validate", "preprocess", "pairing")
 
 
 @dataclass(frozen=True)
@@ -111,10 +112,10 @@ class RunReport:
             f"| cases ingested | {self.cases_ingested} |",
             f"| cases passing validation | {self.cases_validated} |",
             f"| cases preprocessed (computed / cached) | {self.cases_preprocessed} ({self.preprocess_computed} / {self.preprocess_cached}) |",
-            f"| metadata rows without an image in the store | {q['absent']} |",
-            f"| quarantined (ingest / validate / preprocess / pairing) | {len(self.quarantined) - q['absent']} ({q['ingest']} / {q['validate']} / {q['preprocess']} / {q['pairing']}) |",
+            f"| skipped (image not in the store, or outside the selection) | {q['skipped']} |",
+            f"| quarantined (ingest / validate / preprocess / pairing) | {len(self.quarantined) - q['skipped']} ({q['ingest']} / {q['validate']} / {q['preprocess']} / {q['pairing']}) |",
         ]
-        bad = [r for r in self.quarantined if r.stage != "absent"]
+        bad = [r for r in self.quarantined if r.stage != "skipped"]
         if bad:
             lines += ["", "## Quarantined", "", "| stage | case | reason |", "|---|---|---|"]
             for r in bad[:200]:

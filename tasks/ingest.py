@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 from prefect import get_run_logger, task
 
-from mammoseg.adapters.common import IMAGE_ABSENT
+from mammoseg.adapters.common import IMAGE_ABSENT, OUT_OF_SCOPE
 from mammoseg.adapters.registry import load_dataset
 from mammoseg.casetable import to_csv_bytes
 from mammoseg.layout import lesions_key
@@ -23,7 +23,7 @@ class IngestSummary(BaseModel):
     cases: int
     lesions: int
     rejected: int
-    absent: int
+    skipped: int
 
 
 @task(name="count-source-objects", **IO_RETRIES)
@@ -39,23 +39,24 @@ def build_lesion_table(dataset: str, source_url: str, store_url: str, run_id: st
     source = open_store(source_url, settings)
     store = open_store(store_url, settings)
     result = load_dataset(dataset, source, pseudonym_key=settings.pseudonym_key.get_secret_value())
+    skip = (IMAGE_ABSENT, OUT_OF_SCOPE)
     absent = [
-        QuarantineRecord(stage="absent", reason=r.reason, case_id=r.case_id, source=r.source)
+        QuarantineRecord(stage="skipped", reason=r.reason, case_id=r.case_id, source=r.source)
         for r in result.rejects
-        if r.reason.startswith(IMAGE_ABSENT)
+        if r.reason.startswith(skip)
     ]
     records = [
         QuarantineRecord(stage="ingest", reason=r.reason, case_id=r.case_id, source=r.source)
         for r in result.rejects
-        if not r.reason.startswith(IMAGE_ABSENT)
+        if not r.reason.startswith(skip)
     ]
     lesions_uri = store.write_bytes(lesions_key(run_id, "ingest"), to_csv_bytes(result.lesions), "text/csv").uri
     quarantine_uri = write_quarantine(store, run_id, "ingest", records)
-    write_quarantine(store, run_id, "absent", absent)
+    write_quarantine(store, run_id, "skipped", absent)
     logger = get_run_logger()
     cases = int(result.lesions["case_id"].nunique())
     logger.info(
-        "%s: %d cases, %d lesions, %d rejected at ingest, %d metadata rows without an image in the store",
+        "%s: %d cases, %d lesions, %d rejected at ingest, %d skipped (image not in the store, or outside the dataset selection)",
         dataset, cases, len(result.lesions), len(records), len(absent),
     )
     for r in records:
@@ -68,5 +69,5 @@ def build_lesion_table(dataset: str, source_url: str, store_url: str, run_id: st
         cases=cases,
         lesions=len(result.lesions),
         rejected=len(records),
-        absent=len(absent),
+        skipped=len(absent),
     )

@@ -20,6 +20,10 @@ from mammoseg.storage import ObjectNotFound, ObjectStore, join_key
 #: apart with ``reject.reason.startswith(IMAGE_ABSENT)``.
 IMAGE_ABSENT = "image absent (held-back part)"
 
+#: Reason prefix for images left out on purpose by a dataset selection (e.g. masses only):
+#: skipped like absent images, not quarantined as bad input.
+OUT_OF_SCOPE = "out of scope"
+
 
 class AdapterError(ValueError):
     """The dataset as a whole cannot be read (metadata file missing, undecodable, wrong columns)."""

@@ -35,7 +35,34 @@ def _cdd_cesm(store: ObjectStore, *, pseudonym_key: str) -> AdapterResult:
     return load_cdd_cesm(store, pseudonym_key=pseudonym_key)
 
 
+def _cdd_cesm_dm(store: ObjectStore, *, pseudonym_key: str) -> AdapterResult:
+    """CDD-CESM low-energy images only (like standard digital mammograms)."""
+    from mammoseg.adapters.cdd_cesm import load_cdd_cesm
+
+    return load_cdd_cesm(store, pseudonym_key=pseudonym_key, image_types=("DM",))
+
+
+def _mias_masses(store: ObjectStore, *, pseudonym_key: str) -> AdapterResult:
+    """mini-MIAS images whose lesions are all masses with coordinates (circle masks); the other
+    images are left out as out of scope, not as bad input."""
+    from mammoseg.adapters.common import OUT_OF_SCOPE, Reject
+    from mammoseg.adapters.mias import load_mias
+
+    result = load_mias(store, pseudonym_key=pseudonym_key)
+    lesions = result.lesions
+    is_mass = (lesions["abnormality_type"] == "mass") & lesions["mask_geometry"].notna()
+    keep = lesions.groupby("case_id")["case_id"].transform(lambda c: is_mass[c.index].all())
+    left_out = sorted(set(lesions.loc[~keep, "case_id"]))
+    rejects = result.rejects + [
+        Reject(source="Info.txt", reason=f"{OUT_OF_SCOPE}: not an image of masses with coordinates", case_id=c)
+        for c in left_out
+    ]
+    return AdapterResult(lesions=lesions[keep.astype(bool)].reset_index(drop=True), rejects=rejects)
+
+
 ADAPTERS: dict[str, Adapter] = {
+    "cdd-cesm-dm": _cdd_cesm_dm,
+    "mini-mias-masses": _mias_masses,
     "cbis-ddsm": _cbis,
     "mini-mias": _mias,
     "inbreast": _inbreast,
