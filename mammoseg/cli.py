@@ -145,7 +145,7 @@ def preprocess(
 @app.command()
 def demo(
     store: StoreOpt = None,
-    patients: Annotated[int, typer.Option(min=2, help="Synthetic patients.")] = 24,
+    patients: Annotated[int, typer.Option(min=2, help="Synthetic patients.")] = 40,
     size: Annotated[int, typer.Option(min=32, help="Model input size in px.")] = 128,
     bad: Annotated[int, typer.Option(min=0, help="Defective cases to include (shows the quarantine).")] = 3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,

@@ -15,12 +15,13 @@ class RetrainParams(BaseModel):
     depth: int = Field(default=4, ge=1, le=6)
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     batch_norm: bool = True
-    epochs: int = Field(default=30, ge=1)
+    epochs: int = Field(default=50, ge=1)
     batch_size: int = Field(default=8, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
     loss: Literal["focal", "dice", "focal_dice"] = "focal_dice"
     lesion_oversample: float = Field(default=0.0, ge=0.0, lt=1.0)
-    early_stopping_patience: int = Field(default=8, ge=1)
+    early_stopping_patience: int = Field(default=12, ge=1)
+    lr_patience: int = Field(default=5, ge=1, description="Epochs without val Dice gain before the LR halves.")
     augment: bool = True
     val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     test_fraction: float = Field(default=0.15, ge=0.0, lt=1.0)
