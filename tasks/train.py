@@ -91,9 +91,12 @@ def train_unet(manifest_uri: str, split_uri: str, store_url: str, run_id: str, p
     )
     train_config = TrainConfig(
         epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate,
-        loss=params.loss, lesion_oversample=params.lesion_oversample, seed=params.seed,
+        loss=params.loss, focal_alpha=params.focal_alpha, lesion_oversample=params.lesion_oversample, seed=params.seed,
         early_stopping_patience=params.early_stopping_patience, lr_patience=params.lr_patience,
-        augment=AugmentConfig(seed=params.seed) if params.augment else None,
+        augment=AugmentConfig(
+            rotate_deg=params.aug_rotate_deg, shift=params.aug_shift, zoom=params.aug_zoom,
+            brightness=params.aug_intensity, contrast=params.aug_intensity, seed=params.seed,
+        ) if params.augment else None,
     )
     train_ds = make_dataset(
         store, train_rows, batch_size=params.batch_size, training=True, augment=train_config.augment,
