@@ -652,3 +652,18 @@ def test_synthetic_cbis_cases_end_to_end(tmp_path) -> None:
                 box[b0:b1, b2:b3] = True
                 assert arrays.image[res.transform.forward_mask(box) == 1].max(initial=0) == 0
     assert seen_ok >= 5
+
+
+def test_lossy_jpeg_masks_count_as_binary_but_a_grey_image_does_not() -> None:
+    """CDD-CESM's masks are JPEGs: edge ringing must not make them 'non-binary'."""
+    import cv2
+
+    from mammoseg.preprocess.case import _is_binary
+
+    mask = np.zeros((256, 256), np.uint8)
+    cv2.circle(mask, (100, 120), 6, 255, -1)  # a small lesion: ringing is a large share of it
+    ok, jpeg = cv2.imencode(".jpg", mask, [cv2.IMWRITE_JPEG_QUALITY, 60])
+    decoded = cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE)
+    assert _is_binary(decoded)
+    grey = np.tile(np.linspace(0, 255, 256, dtype=np.uint8), (256, 1))
+    assert not _is_binary(grey)
