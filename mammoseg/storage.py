@@ -11,6 +11,7 @@ manifest of exactly what it consumed.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from mammoseg.settings import Settings
 
 CHUNK = 1024 * 1024
+_log = logging.getLogger(__name__)
 
 
 class StoreError(Exception):
@@ -326,7 +328,13 @@ class S3Store(ObjectStore):
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
             for obj in page.get("Contents", []):
-                key = self._rel(obj["Key"])
+                try:
+                    key = self._rel(obj["Key"])
+                except UnsafeKeyError:
+                    # listed, but unusable: no operation of ours could read it safely. Say so
+                    # (without the key, which may carry identifiers) and go on with the rest.
+                    _log.warning("listing %s: skipped one object whose key is unsafe to use", self.url)
+                    continue
                 yield ObjectInfo(
                     key=key, size=obj["Size"], etag=obj["ETag"].strip('"'), uri=self.uri(key)
                 )

@@ -79,6 +79,7 @@ def evaluate_model(
     """Score ``name`` (e.g. ``heldout-mini-mias``, ``internal-test``) in original geometry."""
     from mammoseg.evaluation import (
         EvalCase,
+        dice,
         best_median_worst,
         evaluate,
         is_suspicious,
@@ -105,6 +106,7 @@ def evaluate_model(
         model = load_model(path)
 
     predictions: dict[str, np.ndarray] = {}
+    baseline: list[tuple[float, int, int, int]] = []  # (dice, tp, fp, fn) of "whole breast = lesion"
 
     def cases() -> Iterator[EvalCase]:
         for row in manifest.itertuples(index=False):
@@ -114,6 +116,9 @@ def evaluate_model(
             meta = images.loc[row.case_id]
             truth, lesions = _truth(meta, arrays.transform.original_shape, source)
             predictions[row.case_id] = prob_orig >= threshold
+            breast = arrays.transform.to_original(arrays.breast_mask.astype(bool))
+            tp, fp, fn = int((breast & truth).sum()), int((breast & ~truth).sum()), int((~breast & truth).sum())
+            baseline.append((dice(breast, truth), tp, fp, fn))
             yield EvalCase(
                 case_id=row.case_id, patient_id=row.patient_id, prob=np.clip(prob_orig, 0, 1),
                 truth=truth, lesions=lesions, subgroups=_subgroups(meta),
@@ -130,6 +135,13 @@ def evaluate_model(
     metrics = result.to_dict()
     metrics["leakage_audit"] = findings or ["no overlap of patients or image content with the training data"]
     metrics["suspicious"] = bool(is_suspicious(result))
+    if baseline:
+        b = np.array(baseline, dtype=float)
+        metrics["baseline_whole_breast"] = {
+            "what": "the trivial predictor 'every breast pixel is lesion': the chance level to beat",
+            "dice_mean": float(b[:, 0].mean()),
+            "dice_pooled": float(2 * b[:, 1].sum() / max(2 * b[:, 1].sum() + b[:, 2].sum() + b[:, 3].sum(), 1)),
+        }
     if metrics["suspicious"]:
         logger.warning("%s: mean Dice %.3f is suspiciously high; leakage audit: %s", name, result.dice_mean, findings)
     metrics_uri = store.write_bytes(
@@ -155,9 +167,10 @@ def evaluate_model(
         overlays_uri = store.write_bytes(
             join_key("runs", run_id, "evaluation", f"{name}-overlays.png"), overlay_grid(items), "image/png"
         ).uri
+    overlay_note = f"\n\nOverlays (best, median, worst; green truth, red prediction): `{overlays_uri}`\n" if overlays_uri else ""
     create_markdown_artifact(
         key=f"metrics-{name}".lower().replace("_", "-"),
-        markdown=f"## {name}\n\n" + result.markdown_table(),
+        markdown=f"## {name}\n\n" + result.markdown_table() + overlay_note,
         description=f"evaluation of run {run_id} on {name}",
     )
     logger.info(

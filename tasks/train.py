@@ -36,6 +36,18 @@ class TrainOutcome(BaseModel):
     train_config: dict[str, Any]
 
 
+def _progress_bar(epoch: int, epochs: int, val_dice: float, width: int = 30) -> None:
+    """An epoch progress bar on the terminal (stderr, so ``--json`` output stays clean)."""
+    import sys
+
+    if not sys.stderr.isatty():
+        return
+    done = int(width * epoch / epochs)
+    end = "\n" if epoch >= epochs else ""
+    sys.stderr.write(f"\r  training [{'#' * done}{'.' * (width - done)}] epoch {epoch}/{epochs}  val Dice {val_dice:.3f}{end}")
+    sys.stderr.flush()
+
+
 def read_manifest(uri: str) -> pd.DataFrame:
     store, key = open_uri(uri, get_settings())
     return pd.read_csv(io.BytesIO(store.read_bytes(key)))
@@ -107,6 +119,7 @@ def train_unet(manifest_uri: str, split_uri: str, store_url: str, run_id: str, p
     progress = create_progress_artifact(0.0, key="training-progress", description=f"epochs of run {run_id}")
 
     def on_epoch_end(epoch: int, logs: dict) -> None:
+        _progress_bar(epoch, params.epochs, logs.get("val_dice", float("nan")))
         logger.info(
             "epoch %d/%d loss=%.4f dice=%.3f val_loss=%.4f val_dice=%.3f lr=%.2g",
             epoch, params.epochs, logs.get("loss", float("nan")), logs.get("dice", float("nan")),
@@ -118,6 +131,7 @@ def train_unet(manifest_uri: str, split_uri: str, store_url: str, run_id: str, p
     workdir = settings.work_dir / "runs" / run_id / "train"
     result = train(model_config, train_config, train_ds, val_ds, workdir, on_epoch_end=on_epoch_end)
     update_progress_artifact(progress, 100.0)
+    _progress_bar(params.epochs, params.epochs, result.best_val_dice)
 
     model = load_model(result.best_model_path)
     val_images, val_masks = load_samples(store, val_rows)

@@ -58,3 +58,13 @@ def test_retrain_end_to_end_on_s3_then_predict(s3_bucket: str, tmp_path) -> None
     mask = cv2.imread(payload["mask"], cv2.IMREAD_UNCHANGED)
     assert "mask" in payload["mask"] and mask.shape == image.shape and set(np.unique(mask)) <= {0, 255}
     assert payload["threshold"] == pytest.approx(json.loads(store.read_bytes(f"{version}/training_config.json"))["threshold"])
+
+    # and on a MONOCHROME1 DICOM: the mask comes back in the DICOM's own geometry
+    from mammoseg.dicom import write_dicom
+
+    dcm = tmp_path / "scan.dcm"
+    dcm.write_bytes(write_dicom((65535 - image).astype(np.uint16), photometric="MONOCHROME1"))
+    res = runner.invoke(app, ["predict", "--model", store.uri(f"{version}/model.keras"), "--image", str(dcm),
+                              "--out", str(out), "--json"])
+    assert res.exit_code == 0, res.output
+    assert cv2.imread(json.loads(res.stdout)["mask"], cv2.IMREAD_UNCHANGED).shape == image.shape

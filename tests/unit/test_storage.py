@@ -138,3 +138,15 @@ def test_read_prefix_reads_only_the_start(store) -> None:
     assert store.read_prefix("h.dcm", 100) == b"0123456789"
     with pytest.raises(ObjectNotFound):
         store.read_prefix("missing.dcm", 4)
+
+
+def test_s3_listing_skips_an_unsafe_key_and_lists_the_rest(s3_bucket: str, caplog) -> None:
+    from mammoseg.storage import make_s3_client
+
+    client = make_s3_client(get_settings())
+    client.put_object(Bucket=s3_bucket, Key="root/ok.dcm", Body=b"1")
+    client.put_object(Bucket=s3_bucket, Key="root/a/../../evil.dcm", Body=b"2")
+    store = open_store(f"s3://{s3_bucket}/root", get_settings())
+    assert [o.key for o in store.list()] == ["ok.dcm"]
+    assert "skipped one object whose key is unsafe" in caplog.text
+    assert "evil" not in caplog.text
