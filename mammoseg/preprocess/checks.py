@@ -102,10 +102,16 @@ def check_alignment(
     if b.centroid is not None and a.centroid is not None:
         ey, ex = step.map_point(*b.centroid)
         dist = math.hypot(a.centroid[0] - ey, a.centroid[1] - ex)
-        if dist > tol.centroid_px:
+        # The boundary error the area check allows can move the centroid by up to
+        # (allowed / area) × the lesion's largest radius: lesions of several small parts
+        # (real CDD-CESM masks) shift by ~2 px under nearest resampling without any misalignment.
+        ys, xs = np.nonzero(after_arr)
+        r_max = float(np.sqrt(((ys - a.centroid[0]) ** 2 + (xs - a.centroid[1]) ** 2).max())) if len(ys) else 0.0
+        limit = max(tol.centroid_px, allowed / max(expected, 1.0) * r_max)
+        if dist > limit:
             problems.append(
                 f"{where}: centroid at (y={a.centroid[0]:.1f}, x={a.centroid[1]:.1f}), expected "
-                f"(y={ey:.1f}, x={ex:.1f}): {dist:.1f} px off (tolerance {tol.centroid_px} px)"
+                f"(y={ey:.1f}, x={ex:.1f}): {dist:.1f} px off (tolerance {limit:.1f} px)"
             )
     if breast_after is not None and a.area > 0:
         frac = in_breast_fraction(after_arr, breast_after)
