@@ -244,6 +244,26 @@ def predict(
     _emit(result, as_json, "\n".join(f"{k}: {v}" for k, v in result.items()))
 
 
+@app.command()
+def serve(
+    api_url: Annotated[
+        str | None,
+        typer.Option(help="Prefect API (default: PREFECT_API_URL, else http://127.0.0.1:4200/api; started if local and silent)."),
+    ] = None,
+    watch: Annotated[bool, typer.Option("--watch/--no-watch", help="Poll the store for new objects (mammoseg.object.created).")] = True,
+    store: StoreOpt = None,
+) -> None:
+    """Serve the `retrain-weekly` (cron) and `new-data` (debounced upload events) deployments
+    against a Prefect server, starting a local one when none answers. Ctrl-C stops everything."""
+    from mammoseg.serve import ServerUnavailable, run_service
+
+    try:
+        run_service(_settings(store_url=store), api_url=api_url, watch=watch)
+    except ServerUnavailable as exc:
+        typer.echo(f"mammoseg serve: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+
+
 def _demo_text(result: dict[str, Any]) -> str:
     lines = ["mammoseg demo finished.", ""]
     for key in ("run_id", "store_url", "report_uri", "heldout_report_uri", "overlays_uri", "model_uri", "model_version", "gate"):

@@ -62,6 +62,41 @@ class Settings(BaseSettings):
     # --- synthetic data ------------------------------------------------------------------
     seed: int = 0
 
+    # --- service: deployments, schedule, event trigger (``mammoseg serve``) ---------------
+    retrain_cron: str = Field(
+        default="0 3 * * 1",
+        description="Cron of the `retrain-weekly` deployment (UTC; default Mondays 03:00).",
+    )
+    retrain_dataset: str = Field(
+        default="cbis-ddsm", description="Adapter of the training dataset for served retrains."
+    )
+    retrain_source_url: str | None = Field(
+        default=None,
+        description=(
+            "Training dataset root for served retrains. When set, only uploads under this root "
+            "trigger `new-data`; unset: any dataset root in the events does."
+        ),
+    )
+    heldout_dataset: str = Field(
+        default="mini-mias", description="Adapter of the held-out dataset for served retrains."
+    )
+    heldout_source_url: str | None = Field(
+        default=None, description="Held-out dataset root for served retrains (required by them)."
+    )
+    trigger_threshold: int = Field(
+        default=1,
+        ge=1,
+        description=(
+            "Debounce: `new-data` starts once fewer than this many further uploads arrive "
+            "within `trigger_within_s` of the last one."
+        ),
+    )
+    trigger_within_s: int = Field(
+        default=60,
+        ge=10,
+        description="Debounce quiet period in seconds (Prefect needs >= 10 s for it).",
+    )
+
 
 def get_settings(**overrides: object) -> Settings:
     """Settings from the environment, with explicit overrides (CLI flags) on top."""

@@ -1,0 +1,137 @@
+"""The served deployments: `retrain-weekly` (cron) and `new-data` (debounced event trigger).
+
+Both run :func:`flows.new_data.new_data_flow`, at most one flow run at a time per deployment
+(further runs wait in the queue: ``ENQUEUE``).
+
+Debounce semantics (read from ``prefect/server/events/triggers.py``, Prefect 3.9): a *Reactive*
+trigger fires on the first matching event and then ignores the rest of its ``within`` window
+(leading edge, so a burst starts its run before the burst has finished uploading). We want the
+trailing edge instead, so the trigger is *Proactive* with ``after == expect ==
+{mammoseg.object.created}``: each upload opens a window of ``within`` seconds, every further
+upload inside it restarts the window, and once a window passes with fewer than ``threshold``
+further uploads the automation fires once, with the burst's last event as its context.
+``for_each`` on the dataset-root label keeps one window per dataset root (and, as Proactive
+triggers without ``for_each`` would fire every window even with no event, it is required).
+The server checks proactive triggers every 5 s (``PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY``),
+so a run starts about ``within`` + 0–5 s after the last upload, plus the runner's poll interval.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.events import DeploymentEventTrigger
+from prefect.events.schemas.automations import Posture
+from prefect.schedules import Cron
+
+from mammoseg.settings import Settings
+
+OBJECT_CREATED = "mammoseg.object.created"
+DATASET_ROOT_LABEL = "mammoseg.dataset_root"
+WEEKLY = "retrain-weekly"
+NEW_DATA = "new-data"
+# Only the dataset root reaches the run's parameters: the object key may carry a patient ID.
+EVENT_PARAMETERS = {"source_url": "{{ event.resource['" + DATASET_ROOT_LABEL + "'] }}", "trigger": "event"}
+
+
+def canonical_root(url: str) -> str:
+    """A dataset root as the watcher and bridge spell it in ``mammoseg.dataset_root``:
+    ``s3://bucket/prefix`` without a trailing slash; a path or ``file://`` URL as an absolute,
+    resolved ``file://`` URL (relative paths resolve against the current directory)."""
+    if url.startswith("s3://"):
+        bucket, _, prefix = url[len("s3://"):].partition("/")
+        return f"s3://{bucket}/{prefix.strip('/')}".rstrip("/")
+    path = unquote(urlsplit(url).path) if url.startswith("file://") else url
+    return Path(path).expanduser().resolve().as_uri()
+
+
+def one_at_a_time() -> ConcurrencyLimitConfig:
+    """One flow run of a deployment at a time; later ones are queued, not cancelled."""
+    return ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+
+
+def new_data_trigger(settings: Settings, parameters: dict[str, str] | None = None) -> DeploymentEventTrigger:
+    """The debounced trigger of `new-data` (see the module docstring for the semantics).
+
+    Matches only uploads under ``settings.retrain_source_url`` when it is set, else uploads under
+    any dataset root. ``parameters`` defaults to :data:`EVENT_PARAMETERS` (Jinja, rendered by the
+    server from the burst's last event).
+    """
+    root = settings.retrain_source_url
+    return DeploymentEventTrigger(
+        name="mammoseg: new data → retrain (debounced)",
+        description=(
+            f"Runs once an upload is followed by fewer than {settings.trigger_threshold} more "
+            f"within {settings.trigger_within_s} s (trailing-edge debounce), per dataset root."
+        ),
+        expect={OBJECT_CREATED},
+        after={OBJECT_CREATED},
+        for_each={DATASET_ROOT_LABEL},
+        posture=Posture.Proactive,
+        threshold=settings.trigger_threshold,
+        within=timedelta(seconds=settings.trigger_within_s),
+        match={DATASET_ROOT_LABEL: canonical_root(root) if root else "*"},
+        parameters=dict(parameters if parameters is not None else EVENT_PARAMETERS),
+    )
+
+
+def build_deployments(settings: Settings) -> list[RunnerDeployment]:
+    """`retrain-weekly` on ``settings.retrain_cron`` (UTC) and `new-data` on upload events.
+
+    Dataset roots and the store are *not* baked into the deployments: the flow reads them from
+    the settings of the process that serves it, so secrets and URLs stay in its environment.
+    """
+    from flows.new_data import new_data_flow
+
+    common = {
+        "concurrency_limit": one_at_a_time(),
+        "entrypoint_type": EntrypointType.MODULE_PATH,
+        "tags": ["mammoseg"],
+    }
+    weekly = new_data_flow.to_deployment(
+        WEEKLY,
+        schedules=[Cron(settings.retrain_cron, timezone="UTC")],
+        parameters={"trigger": "schedule"},
+        description="Retrain on MAMMOSEG_RETRAIN_SOURCE_URL, evaluate on the held-out set, publish if better.",
+        **common,
+    )
+    new_data = new_data_flow.to_deployment(
+        NEW_DATA,
+        triggers=[new_data_trigger(settings)],
+        parameters={"trigger": "event"},
+        description="Retrain after a burst of uploads to a dataset root (mammoseg.object.created events).",
+        **common,
+    )
+    return [weekly, new_data]
+
+
+def serve_deployments(
+    deployments: list[RunnerDeployment], on_registered: Callable[[], object] | None = None
+) -> None:
+    """Register the deployments, call ``on_registered`` (e.g. start the store watcher, so no
+    event is sent before the trigger exists), then execute their runs here until interrupted.
+
+    Like :func:`prefect.serve`; schedules are paused on shutdown and resumed on the next serve.
+    """
+    import asyncio
+
+    from prefect.exceptions import TerminationSignal
+    from prefect.runner import Runner
+
+    runner = Runner(pause_on_shutdown=True)
+    for deployment in deployments:
+        runner.add_deployment(deployment)
+    names = ", ".join(f"{d.flow_name}/{d.name}" for d in deployments)
+    print(f"mammoseg serve: serving {names}; Ctrl-C to stop", file=sys.stderr)
+    if on_registered is not None:
+        on_registered()
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal):
+        pass

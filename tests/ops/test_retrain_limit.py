@@ -1,0 +1,46 @@
+"""One retrain at a time across deployments: the global concurrency limit serializes runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from prefect import flow
+from prefect.concurrency.sync import concurrency
+
+from flows.new_data import RETRAIN_LIMIT, ensure_retrain_limit
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_the_retrain_limit_exists_with_one_slot_and_serializes_runs() -> None:
+    from prefect import get_client
+
+    ensure_retrain_limit()
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(RETRAIN_LIMIT).limit == 1
+
+    spans: list[tuple[float, float]] = []
+
+    @flow
+    def fake_retrain(seconds: float) -> None:
+        with concurrency(RETRAIN_LIMIT, occupy=1):  # what new_data_flow does around the retrain
+            start = time.monotonic()
+            time.sleep(seconds)
+            spans.append((start, time.monotonic()))
+
+    threads = [threading.Thread(target=fake_retrain, args=(1.5,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(spans) == 2
+    (a0, a1), (b0, b1) = sorted(spans)
+    assert b0 >= a1 - 0.05, f"two retrains overlapped: {spans}"
