@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from mammoseg.cli import app
 
 runner = CliRunner()
-COMMANDS = ["synth", "ingest", "validate", "preprocess", "retrain", "predict", "demo"]
+COMMANDS = ["synth", "ingest", "validate", "preprocess", "retrain", "predict", "demo", "serve"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
