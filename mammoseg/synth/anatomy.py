@@ -20,6 +20,8 @@ return new arrays; only :func:`paste_add` writes into an array, the caller's own
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import math
 from dataclasses import dataclass
 from typing import Final, Literal
@@ -598,6 +600,34 @@ def _window(
         slice(sy0, sy1),
         slice(sx0, sx1),
     )
+
+
+def place_and_paste(
+    rng: np.random.Generator,
+    anatomy: Anatomy,
+    canvas: np.ndarray,
+    taken: list[tuple[int, int, float]],
+    make_patch: Callable[[float], LesionPatch],
+    what: str,
+    attempts: int = 8,
+) -> tuple[LesionPatch, int, int, np.ndarray]:
+    """Draw a lesion with ``make_patch(scale)``, place it inside the breast away from the
+    lesions in ``taken`` (shrinking it by 0.7 after each failed attempt), add it to ``canvas``
+    and record it in ``taken``. Returns ``(patch, row, col, full-size mask)``."""
+    scale = 1.0
+    for _attempt in range(attempts):
+        patch = make_patch(scale)
+        where = place_lesion(rng, anatomy, patch.reach, taken)
+        if where is not None:
+            break
+        scale *= 0.7
+    else:
+        raise RuntimeError(f"could not place {what}")
+    row, col = where
+    paste_add(canvas, patch, row, col)
+    mask = full_mask(canvas.shape, patch, row, col)
+    taken.append((row, col, patch.reach))
+    return patch, row, col, mask
 
 
 def paste_add(canvas: np.ndarray, patch: LesionPatch, row: int, col: int) -> None:

@@ -427,25 +427,18 @@ def _render(
     placed: list[tuple[_Lesion, A.LesionPatch, int, int, np.ndarray]] = []
     taken: list[tuple[int, int, float]] = []
     for les in im.breast.lesions:
-        scale = 1.0
-        for _attempt in range(8):
+
+        def make_patch(scale: float, les: _Lesion = les) -> A.LesionPatch:
             if les.kind == "mass":
                 radius = max(les.size_mm * rng.uniform(0.9, 1.1) * scale / layout.px_mm, 2.5)
                 contrast = 0.12 + 0.025 * les.subtlety
-                patch = A.mass_patch(rng, radius, les.a, les.b, contrast)
-            else:
-                contrast = 0.3 + 0.05 * les.subtlety
-                patch = A.calcification_patch(rng, layout.px_mm / scale, les.a, les.b, contrast)
-            where = A.place_lesion(rng, anatomy, patch.reach, taken)
-            if where is not None:
-                break
-            scale *= 0.7
-        else:
-            raise RuntimeError(f"could not place a {les.kind} in a {p.height}x{p.width} image")
-        row, col = where
-        A.paste_add(canvas, patch, row, col)
-        mask = A.full_mask(canvas.shape, patch, row, col)
-        taken.append((row, col, patch.reach))
+                return A.mass_patch(rng, radius, les.a, les.b, contrast)
+            contrast = 0.3 + 0.05 * les.subtlety
+            return A.calcification_patch(rng, layout.px_mm / scale, les.a, les.b, contrast)
+
+        patch, row, col, mask = A.place_and_paste(
+            rng, anatomy, canvas, taken, make_patch, f"a {les.kind} in a {p.height}x{p.width} image"
+        )
         placed.append((les, patch, row, col, mask))
     return canvas, anatomy, chest_wall, placed
 

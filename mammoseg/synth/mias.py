@@ -199,19 +199,11 @@ def generate_mias(store: ObjectStore, params: MiasSynthParams | None = None) -> 
             severity = {"SPIC": "M", "CIRC": "B"}.get(cls, ("B", "M")[int(rng.integers(2))])
             if cls in ("SPIC", "CIRC") and rng.random() < 0.15:
                 severity = "B" if severity == "M" else "M"
-            scale = 1.0
-            for _attempt in range(8):
-                patch = _patch(rng, cls, layout.px_mm / scale, located_all)
-                where = A.place_lesion(rng, anatomy, patch.reach, taken)
-                if where is not None:
-                    break
-                scale *= 0.7
-            else:
-                raise RuntimeError(f"could not place a {cls} lesion in {name}")
-            row, col = where
-            A.paste_add(canvas, patch, row, col)
-            mask = A.full_mask(canvas.shape, patch, row, col)
-            taken.append((row, col, patch.reach))
+            patch, row, col, mask = A.place_and_paste(
+                rng, anatomy, canvas, taken,
+                lambda scale, cls=cls: _patch(rng, cls, layout.px_mm / scale, located_all),
+                f"a {cls} lesion in {name}",
+            )
             ys, xs = np.nonzero(mask)
             radius = math.ceil(float(np.hypot(ys - row, xs - col).max()) + 0.5)
             x, y = col, p.size - 1 - row
