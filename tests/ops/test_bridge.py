@@ -439,31 +439,29 @@ def test_parse_notification_fills_a_missing_event_time() -> None:
 
 
 # --- one real emission into a Prefect test server ----------------------------------------
-def test_emits_for_real_into_a_prefect_server() -> None:
+def test_emits_for_real_into_a_prefect_server(prefect_harness: None) -> None:
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
     from prefect.events.worker import EventsWorker
-    from prefect.testing.utilities import prefect_test_harness
 
     key = f"harness/{uuid.uuid4().hex}.dcm"
     uri = f"s3://raw/{key}"
-    with prefect_test_harness(server_startup_timeout=120):
-        client = TestClient(create_app(token=TOKEN))  # default emitter: prefect.events.emit_event
-        body = minio_body(key, event_time=datetime.now(UTC).isoformat())
-        r = client.post("/minio/events", json=body, headers=AUTH)
-        assert r.status_code == 200, r.text
-        EventsWorker.drain_all(timeout=30)
-        flt = EventFilter(
-            event=EventNameFilter(name=[EVENT_NAME]), resource=EventResourceFilter(id=[uri])
-        )
-        events = []
-        deadline = time.monotonic() + 60
-        with get_client(sync_client=True) as api:
-            while time.monotonic() < deadline:
-                events = api.read_events(filter=flt, limit=10).events  # server caps at 50
-                if events:
-                    break
-                time.sleep(0.5)
+    client = TestClient(create_app(token=TOKEN))  # default emitter: prefect.events.emit_event
+    body = minio_body(key, event_time=datetime.now(UTC).isoformat())
+    r = client.post("/minio/events", json=body, headers=AUTH)
+    assert r.status_code == 200, r.text
+    EventsWorker.drain_all(timeout=30)
+    flt = EventFilter(
+        event=EventNameFilter(name=[EVENT_NAME]), resource=EventResourceFilter(id=[uri])
+    )
+    events = []
+    deadline = time.monotonic() + 60
+    with get_client(sync_client=True) as api:
+        while time.monotonic() < deadline:
+            events = api.read_events(filter=flt, limit=10).events  # server caps at 50
+            if events:
+                break
+            time.sleep(0.5)
     assert len(events) == 1
     (ev,) = events
     assert ev.id == object_event_id(uri, "f22d66a7d0dbbc4a7cf1122eeeb1a106")

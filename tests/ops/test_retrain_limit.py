@@ -5,22 +5,13 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 from prefect import flow
 from prefect.concurrency.sync import concurrency
 
 from flows.new_data import RETRAIN_LIMIT, ensure_retrain_limit
 
 
-@pytest.fixture(scope="module", autouse=True)
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
-def test_the_retrain_limit_exists_with_one_slot_and_serializes_runs() -> None:
+def test_the_retrain_limit_exists_with_one_slot_and_serializes_runs(prefect_harness: None) -> None:
     from prefect import get_client
 
     ensure_retrain_limit()
@@ -42,5 +33,5 @@ def test_the_retrain_limit_exists_with_one_slot_and_serializes_runs() -> None:
     for t in threads:
         t.join(timeout=120)
     assert len(spans) == 2
-    (a0, a1), (b0, b1) = sorted(spans)
-    assert b0 >= a1 - 0.05, f"two retrains overlapped: {spans}"
+    (_, first_end), (second_start, _) = sorted(spans)
+    assert second_start >= first_end - 0.05, f"two retrains overlapped: {spans}"
