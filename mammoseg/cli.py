@@ -32,7 +32,7 @@ def _emit(result: dict[str, Any], as_json: bool, text: str) -> None:
         typer.echo(text)
 
 
-def _settings(**overrides: Any):  # noqa: ANN202
+def _settings(**overrides: Any):
     from mammoseg.settings import get_settings
 
     return get_settings(**overrides)
@@ -274,9 +274,11 @@ def _demo_text(result: dict[str, Any]) -> str:
         ci = (m.get("ci95") or {}).get("dice_mean") or [float("nan")] * 2
         lines += [
             "",
-            f"  held-out ({m.get('n_cases')} images, {m.get('n_patients')} patients): per-image mean Dice "
-            f"{m['dice_mean']:.3f} (95% CI {ci[0]:.3f}–{ci[1]:.3f}), mean IoU {m['iou_mean']:.3f}, "
-            f"pooled Dice {m['dice_pooled']:.3f}, threshold {m.get('threshold', float('nan')):.2f}",
+            (
+                f"  held-out ({m.get('n_cases')} images, {m.get('n_patients')} patients): per-image mean Dice "
+                f"{m['dice_mean']:.3f} (95% CI {ci[0]:.3f}–{ci[1]:.3f}), mean IoU {m['iou_mean']:.3f}, "
+                f"pooled Dice {m['dice_pooled']:.3f}, threshold {m.get('threshold', float('nan')):.2f}"
+            ),
         ]
     return "\n".join(lines)
 

@@ -309,7 +309,7 @@ class S3Store(ObjectStore):
         self._client = client
 
     @property
-    def client(self):  # noqa: ANN201 - boto3 client types are generated
+    def client(self):
         if self._client is None:
             self._client = make_s3_client(self._settings)
         return self._client
@@ -413,7 +413,7 @@ class S3Store(ObjectStore):
         )
 
 
-def make_s3_client(settings: Settings | None = None):  # noqa: ANN201
+def make_s3_client(settings: Settings | None = None):
     """A boto3 S3 client for the configured endpoint (path-style addressing for MinIO)."""
     import boto3
     from botocore.config import Config

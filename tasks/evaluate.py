@@ -79,8 +79,8 @@ def evaluate_model(
     """Score ``name`` (e.g. ``heldout-mini-mias``, ``internal-test``) in original geometry."""
     from mammoseg.evaluation import (
         EvalCase,
-        dice,
         best_median_worst,
+        dice,
         evaluate,
         is_suspicious,
         leakage_audit,
@@ -161,8 +161,8 @@ def evaluate_model(
             row = manifest[manifest["case_id"] == case_id].iloc[0]
             arrays = read_preprocessed(store, row["npz_key"])
             pred = arrays.transform.to_original(predict_batch(model, arrays.image[None])[0]) >= threshold
-        dice = float(result.per_image.set_index("case_id").loc[case_id, "dice"])
-        items.append((image, truth, pred, f"{label}: {case_id} Dice {dice:.2f}"))
+        case_dice = float(result.per_image.set_index("case_id").loc[case_id, "dice"])
+        items.append((image, truth, pred, f"{label}: {case_id} Dice {case_dice:.2f}"))
     if items:
         overlays_uri = store.write_bytes(
             join_key("runs", run_id, "evaluation", f"{name}-overlays.png"), overlay_grid(items), "image/png"

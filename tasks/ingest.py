@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
 from prefect import get_run_logger, task
+from pydantic import BaseModel
 
 from mammoseg.adapters.common import IMAGE_ABSENT, OUT_OF_SCOPE
 from mammoseg.adapters.registry import load_dataset

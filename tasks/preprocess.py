@@ -167,7 +167,7 @@ def finish_preprocess(
     )
 
 
-def _contact_sheet(store, run_id: str, manifest: pd.DataFrame, limit: int = 32) -> str:  # noqa: ANN001
+def _contact_sheet(store, run_id: str, manifest: pd.DataFrame, limit: int = 32) -> str:
     from mammoseg.contact_sheet import contact_sheet
     from mammoseg.preprocess import read_preprocessed
 

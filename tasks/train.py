@@ -83,7 +83,6 @@ def train_unet(manifest_uri: str, split_uri: str, store_url: str, run_id: str, p
     Progress: a Prefect progress artifact and one log line per epoch. The decision threshold is
     chosen on the validation split (never on a test set).
     """
-    import numpy as np
 
     from mammoseg.evaluation import choose_threshold
     from mammoseg.inference import load_model, predict_batch

@@ -20,9 +20,8 @@ return new arrays; only :func:`paste_add` writes into an array, the caller's own
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 

@@ -25,6 +25,7 @@ image edge of that side (right breast: right edge), as in the real images.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -155,6 +156,13 @@ def _patch(rng: np.random.Generator, cls: str, px_mm: float, located: bool) -> A
     return A.mass_patch(rng, max(radius, 2.5), shape, margins, rng.uniform(0.17, 0.25))
 
 
+def _patch_maker(
+    rng: np.random.Generator, cls: str, px_mm: float, located: bool
+) -> Callable[[float], A.LesionPatch]:
+    """``scale -> patch`` for :func:`anatomy.place_and_paste` (shrinks on failed placements)."""
+    return lambda scale: _patch(rng, cls, px_mm / scale, located)
+
+
 def generate_mias(store: ObjectStore, params: MiasSynthParams | None = None) -> SynthSummary:
     """Write a synthetic mini-MIAS-shaped data set under ``params.prefix`` (see module doc)."""
     p = params or MiasSynthParams()
@@ -201,7 +209,7 @@ def generate_mias(store: ObjectStore, params: MiasSynthParams | None = None) -> 
                 severity = "B" if severity == "M" else "M"
             patch, row, col, mask = A.place_and_paste(
                 rng, anatomy, canvas, taken,
-                lambda scale, cls=cls: _patch(rng, cls, layout.px_mm / scale, located_all),
+                _patch_maker(rng, cls, layout.px_mm, located_all),
                 f"a {cls} lesion in {name}",
             )
             ys, xs = np.nonzero(mask)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mammoseg.adapters.cbis_ddsm import load_cbis, read_cbis_csvs
+from mammoseg.adapters.cbis_ddsm import read_cbis_csvs
 from mammoseg.casetable import LESION_COLUMNS
 from mammoseg.storage import LocalStore
 

@@ -662,7 +662,7 @@ def test_lossy_jpeg_masks_count_as_binary_but_a_grey_image_does_not() -> None:
 
     mask = np.zeros((256, 256), np.uint8)
     cv2.circle(mask, (100, 120), 6, 255, -1)  # a small lesion: ringing is a large share of it
-    ok, jpeg = cv2.imencode(".jpg", mask, [cv2.IMWRITE_JPEG_QUALITY, 60])
+    _, jpeg = cv2.imencode(".jpg", mask, [cv2.IMWRITE_JPEG_QUALITY, 60])
     decoded = cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE)
     assert _is_binary(decoded)
     grey = np.tile(np.linspace(0, 255, 256, dtype=np.uint8), (256, 1))
