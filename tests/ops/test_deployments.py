@@ -7,6 +7,7 @@ the same builder the bridge and watcher use) to the server's ``/api/events`` ove
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import statistics
@@ -215,33 +216,45 @@ SERVE_TINY = textwrap.dedent('''
 ''')
 
 
+@contextlib.contextmanager
+def served(
+    script: str, name: str, folder: Path, env: dict[str, str], args: tuple[str, ...] = (), timeout_s: float = 120
+) -> Iterator[Any]:
+    """Run a ``serve()`` script in its own process; yield the deployment ``name`` once it is
+    registered; stop the process afterwards. The script's output lands in ``serve.log``."""
+    (folder / "serve_script.py").write_text(script)
+    log_path = folder / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "serve_script.py", *args], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            def deployment():
+                from prefect.exceptions import ObjectNotFound
+
+                try:
+                    with _client() as c:
+                        return c.read_deployment_by_name(name)
+                except ObjectNotFound:
+                    assert proc.poll() is None, log_path.read_text()[-3000:]
+                    return None
+
+            yield _wait(deployment, timeout_s, f"the served deployment {name}")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 @pytest.fixture(scope="module")
 def served_tiny(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """``serve()`` of a tiny flow with the real trigger + limit, in its own process."""
-    folder = tmp_path_factory.mktemp("served")
-    (folder / "serve_tiny.py").write_text(SERVE_TINY.format(within=WITHIN_S))
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO)}
-    log = open(folder / "serve.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "serve_tiny.py"], cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        def deployment():
-            from prefect.exceptions import ObjectNotFound
-
-            try:
-                with _client() as c:
-                    return c.read_deployment_by_name("tiny-new-data/tiny")
-            except ObjectNotFound:
-                assert proc.poll() is None, (folder / "serve.log").read_text()[-3000:]
-                return None
-
-        yield _wait(deployment, 90, "the served tiny deployment")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    folder = tmp_path_factory.mktemp("served")
+    with served(SERVE_TINY.format(within=WITHIN_S), "tiny-new-data/tiny", folder, env, timeout_s=90) as dep:
+        yield dep
 
 
 def _finished(dep_id: Any, n: int) -> list[Any]:

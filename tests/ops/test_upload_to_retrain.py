@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from mammoseg.settings import get_settings
 from mammoseg.storage import open_store
-from ops.test_deployments import REPO, WITHIN_S, _client, _runs_of, _wait, prefect_api  # noqa: F401
+from ops.test_deployments import REPO, WITHIN_S, _runs_of, _wait, prefect_api, served  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +41,7 @@ SERVE_REAL = textwrap.dedent('''
 ''')
 
 
-def test_uploading_new_dicoms_retrains_once_and_publishes(prefect_api: str, s3_bucket: str, tmp_path: Path) -> None:
+def test_uploading_new_dicoms_retrains_once_and_publishes(prefect_api: str, s3_bucket: str, tmp_path: Path) -> None:  # noqa: F811 - the fixture, imported
     from mammoseg.events import Watcher
     from mammoseg.publish import read_pointer
     from tasks.synth import synthesize
@@ -51,26 +50,19 @@ def test_uploading_new_dicoms_retrains_once_and_publishes(prefect_api: str, s3_b
     root, store_url = f"{bucket}/raw/cbis", f"{bucket}/pipeline"
     # the held-out set is there before the service starts; the training data is not yet
     held = synthesize(store_url=f"{bucket}/heldout", patients=1, height=96, width=64, mias_images=4, mias_size=64)
-    script = tmp_path / "serve_real.py"
-    script.write_text(SERVE_REAL.format(within=WITHIN_S))
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PYTHONPATH": str(REPO),
            "MAMMOSEG_WORK_DIR": str(tmp_path / "work"), "MAMMOSEG_PSEUDONYM_KEY": "e2e"}
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, str(script), root, held["mias_source_url"], store_url],
-                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        def deployment():
-            from prefect.exceptions import ObjectNotFound
+    args = (root, held["mias_source_url"], store_url)
+    with served(SERVE_REAL.format(within=WITHIN_S), "new-data/e2e", tmp_path, env, args) as dep:
+        # Events go straight to this test's server over HTTP: Prefect's EventsWorker is a
+        # process-wide singleton that earlier tests in the session bound to another server.
+        def emit(event, resource, *, payload, occurred, id):
+            body = [{"id": str(id), "occurred": occurred.isoformat(), "event": event,
+                     "resource": resource, "payload": payload, "related": []}]
+            httpx.post(f"{prefect_api}/events", json=body, timeout=10).raise_for_status()
+            return id
 
-            try:
-                with _client() as c:
-                    return c.read_deployment_by_name("new-data/e2e")
-            except ObjectNotFound:
-                assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                return None
-
-        dep = _wait(deployment, 120, "the served new-data deployment")
-        watcher = Watcher(root, name="e2e", state_store_url=store_url)
+        watcher = Watcher(root, name="e2e", state_store_url=store_url, emit=emit)
         assert watcher.poll_once() == []  # baseline of an empty root
 
         # new DICOMs (and their CSVs) arrive; the watcher announces each object
@@ -95,10 +87,3 @@ def test_uploading_new_dicoms_retrains_once_and_publishes(prefect_api: str, s3_b
         metrics = json.loads(open_store(store_url, get_settings()).read_bytes(f"models/versions/{pointer.version}/metrics.json"))
         assert "dice_mean" in metrics
         print(f"\n[ops] {len(announced)} uploaded objects → 1 run, completed {elapsed:.0f} s after the upload began")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
