@@ -322,8 +322,10 @@ def test_mammoseg_serve_starts_a_server_registers_and_stops_cleanly(tmp_path: Pa
                                 cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log,
                                 start_new_session=True)
         try:
-            _wait(lambda: "serving new-data/retrain-weekly, new-data/new-data" in err.read_text()
-                  or proc.poll() is not None, 150, "mammoseg serve to register its deployments")
+            # the watcher line follows the "serving" line once the watcher has loaded its state
+            _wait(lambda: ("serving new-data/retrain-weekly, new-data/new-data" in err.read_text()
+                           and "watching" in err.read_text()) or proc.poll() is not None,
+                  150, "mammoseg serve to register its deployments and start watching")
             assert proc.poll() is None, err.read_text()[-3000:]
             text = err.read_text()
             assert f"Prefect UI at {ui_url(url)} (server started by mammoseg)" in text
