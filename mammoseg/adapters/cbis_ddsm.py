@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,7 +221,7 @@ def read_cbis_csvs(
             rows += r
             rejects += j
     records = [_lesion_record(r, pseudonym_key, root.uri(r.image_key), root.uri(r.roi_keys[0])) for r in rows]
-    return AdapterResult(lesions=conform(pd.DataFrame.from_records(records, columns=None)) if records else conform(pd.DataFrame()), rejects=rejects)
+    return AdapterResult(lesions=conform(pd.DataFrame.from_records(records)), rejects=rejects)
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,7 +351,7 @@ def load_cbis(
         records.append(
             _lesion_record(row, pseudonym_key, store.uri(join_key(prefix, image_key)), store.uri(join_key(prefix, mask_key)))
         )
-    lesions = conform(pd.DataFrame.from_records(records)) if records else conform(pd.DataFrame())
+    lesions = conform(pd.DataFrame.from_records(records))
     if failed_cases:
         dropped = lesions["case_id"].isin(list(failed_cases))
         lesions = lesions[~dropped].reset_index(drop=True)
@@ -374,10 +374,3 @@ def _safe_is_mask(store: ObjectStore, key: str) -> bool:
         return _looks_like_mask(store, key)
     except Exception:  # noqa: BLE001 - undecodable: not a usable mask
         return False
-
-
-def summarise(rows: Iterable[CbisRow]) -> dict[str, int]:
-    out: dict[str, int] = defaultdict(int)
-    for r in rows:
-        out[f"{r.abnormality_type}/{r.split}"] += 1
-    return dict(out)

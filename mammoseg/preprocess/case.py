@@ -220,12 +220,6 @@ def output_key(params: PreprocessParams, digest: str, suffix: str = ".npz") -> s
 
 
 # -- decoding --------------------------------------------------------------------------------------
-def _mid_grey_fraction(raw: np.ndarray) -> float:
-    top = float(np.iinfo(raw.dtype).max) if raw.dtype.kind in "ui" else 1.0
-    mid = (raw > 0.25 * top) & (raw < 0.75 * top)
-    return float(np.count_nonzero(mid)) / raw.size
-
-
 def _is_binary(raw: np.ndarray) -> bool:
     """A decoded mask is binary when mid-grey pixels are rare in the image or confined to edges."""
     if raw.dtype == np.bool_:
