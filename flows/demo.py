@@ -8,7 +8,7 @@ from prefect import flow
 
 from flows.retrain import retrain_flow
 from mammoseg.layout import new_run_id
-from mammoseg.params import RetrainParams
+from mammoseg.params import DatasetSource, RetrainParams
 from tasks.synth import synthesize_task
 
 
@@ -19,21 +19,27 @@ def demo_flow(
     p = params or RetrainParams(seed=seed)
     data = synthesize_task(store_url=store_url, patients=patients, bad=bad, seed=seed, mias_images=16)
     result = retrain_flow(
-        "cbis-ddsm", data["cbis_source_url"], "mini-mias", data["mias_source_url"], store_url, run_id, p
+        [DatasetSource(dataset="cbis-ddsm", source_url=data["cbis_source_url"])],
+        [DatasetSource(dataset="mini-mias", source_url=data["mias_source_url"])],
+        store_url, run_id, p,
     )
     keys = ("dice_mean", "iou_mean", "dice_pooled", "n_cases", "n_patients", "ci95", "threshold", "detection", "definitions")
     return {
         "run_id": run_id,
         "store_url": store_url,
         "model_uri": result.model_uri,
+        "plan_uri": result.plan_uri,
         "model_version": result.version,
         "promoted": result.promoted,
         "gate": result.gate_reason,
+        "primary": result.primary,
         "metrics": {k: result.metrics.get(k) for k in keys},
-        "internal_test": {k: (result.internal_test or {}).get(k) for k in ("dice_mean", "iou_mean", "dice_pooled", "n_cases", "ci95")},
-        "report_uri": result.report_uri,
-        "heldout_report_uri": result.heldout_report_uri,
-        "overlays_uri": result.overlays_uri,
+        "evaluations": [
+            {"name": e.name, "kind": e.kind, "dataset": e.dataset, "metrics_uri": e.metrics_uri,
+             "overlays_uri": e.overlays_uri, "metrics": {k: e.metrics.get(k) for k in keys}}
+            for e in result.evaluations
+        ],
+        "data_reports": result.data_reports,
         "split": result.split,
         "epochs_run": result.epochs_run,
         "synthetic": data,

@@ -20,7 +20,7 @@ from prefect.concurrency.sync import concurrency
 
 from flows.retrain import RetrainResult, retrain_flow
 from mammoseg.layout import new_run_id
-from mammoseg.params import RetrainParams
+from mammoseg.params import DatasetSource, RetrainParams
 from mammoseg.settings import get_settings
 
 
@@ -63,10 +63,8 @@ def new_data_flow(
     # concurrency limit of 1 that ``mammoseg serve`` creates; a run waits for the slot.
     with concurrency(RETRAIN_LIMIT, occupy=1):
         return retrain_flow(
-            dataset or s.retrain_dataset,
-            source,
-            heldout_dataset or s.heldout_dataset,
-            heldout_source,
+            [DatasetSource(dataset=dataset or s.retrain_dataset, source_url=source)],
+            [DatasetSource(dataset=heldout_dataset or s.heldout_dataset, source_url=heldout_source)],
             store_url or s.store_url,
             run_id,
             params,

@@ -1,86 +1,136 @@
-"""Retrain: data pipeline (train + held-out sets) → split → train → evaluate → publish."""
+"""Retrain: data pipeline per dataset → combined patient split → train → evaluate every set → publish.
+
+Training sets are pooled (their manifests concatenated with a ``dataset`` column, each dataset
+split by patient on its own); each is scored on its own internal test split
+(``internal-test-<dataset>``, in-domain) and every held-out set as a whole
+(``heldout-<dataset>``, cross-dataset). The ``primary`` set gates the champion.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
-from flows.data_pipeline import data_pipeline_flow
-from mammoseg.params import RetrainParams
-from tasks.evaluate import evaluate_model
+from flows.data_pipeline import DataRunResult, data_pipeline_flow
+from mammoseg.params import (
+    DatasetSource,
+    RetrainParams,
+    SetKind,
+    check_datasets,
+    eval_set_name,
+    resolve_primary,
+)
+from tasks.evaluate import ScoredSet, evaluate_model
 from tasks.publish import publish_model
-from tasks.train import split_by_patient, train_unet
+from tasks.train import combine_manifests, split_by_patient, train_unet
+
+
+class EvaluatedSetResult(BaseModel):
+    """One evaluated set of the run, as the run's result reports it."""
+
+    name: str  # internal-test-<dataset> | heldout-<dataset>
+    kind: SetKind
+    dataset: str
+    metrics: dict[str, Any]
+    metrics_uri: str
+    overlays_uri: str | None
 
 
 class RetrainResult(BaseModel):
     run_id: str
     model_uri: str
+    plan_uri: str | None
     version: str
     promoted: bool
     gate_reason: str
-    metrics: dict[str, Any]
-    internal_test: dict[str, Any] | None
-    overlays_uri: str | None
-    report_uri: str
-    heldout_report_uri: str
+    primary: str  # the set that gates the champion
+    metrics: dict[str, Any]  # the primary set's ({} when it could not be evaluated)
+    evaluations: list[EvaluatedSetResult]  # internal test sets first, then held-out sets
+    data_reports: dict[str, str]  # data run id → its report URI
     split: dict[str, int]
     epochs_run: int
 
 
-@flow(name="retrain", flow_run_name="retrain-{dataset}-{run_id}")
+@flow(name="retrain", flow_run_name="retrain-{run_id}")
 def retrain_flow(
-    dataset: str,
-    source_url: str,
-    heldout_dataset: str,
-    heldout_source_url: str,
+    train: list[DatasetSource],
+    heldout: list[DatasetSource],
     store_url: str,
     run_id: str,
     params: RetrainParams | None = None,
+    primary: str | None = None,
 ) -> RetrainResult:
     p = params or RetrainParams()
-    data = data_pipeline_flow(dataset, source_url, store_url, run_id, p.size)
-    held = data_pipeline_flow(heldout_dataset, heldout_source_url, store_url, f"{run_id}-heldout", p.size)
-    split = split_by_patient(data.manifest_uri, store_url, run_id, p)
-    trained = train_unet(data.manifest_uri, split.split_uri, store_url, run_id, p)
-    heldout = evaluate_model(
-        f"heldout-{heldout_dataset}", trained.model_uri, held.manifest_uri,
-        held.lesions_uri, heldout_source_url,
-        store_url, run_id, trained.threshold, p.n_boot, data.manifest_uri, split.split_uri,
-    )
-    internal = None
-    test_ids = split_ids(split.split_uri, "test")
-    if test_ids:
-        internal = evaluate_model(
-            "internal-test", trained.model_uri, data.manifest_uri,
-            data.lesions_uri, source_url,
-            store_url, run_id, trained.threshold, p.n_boot, data.manifest_uri, split.split_uri, case_ids=test_ids,
+    check_datasets(train, heldout)
+    gate_set = resolve_primary(train, heldout, primary)
+    trained_on = {d.dataset: data_pipeline_flow(d.dataset, d.source_url, store_url, f"{run_id}-{d.dataset}", p.size)
+                  for d in train}
+    held_out = {d.dataset: data_pipeline_flow(d.dataset, d.source_url, store_url, f"{run_id}-heldout-{d.dataset}", p.size)
+                for d in heldout}
+    manifest_uri = combine_manifests({name: _manifest(r) for name, r in trained_on.items()}, store_url, run_id)
+    split = split_by_patient(manifest_uri, store_url, run_id, p)
+    trained = train_unet(manifest_uri, split.split_uri, store_url, run_id, p)
+
+    scored: list[ScoredSet] = []
+    for d in train:
+        test_ids = split_ids(split.split_uri, "test", d.dataset)
+        if not test_ids:
+            get_run_logger().warning("%s has no test patients: no internal test figures for it", d.dataset)
+            continue
+        data = trained_on[d.dataset]
+        outcome = evaluate_model(
+            eval_set_name("internal_test", d.dataset), trained.model_uri, data.manifest_uri, data.lesions_uri,
+            d.source_url, store_url, run_id, None, p.n_boot, manifest_uri, split.split_uri, case_ids=test_ids,
         )
+        scored.append(ScoredSet(kind="internal_test", dataset=d.dataset, outcome=outcome))
+    for d in heldout:
+        data = held_out[d.dataset]
+        outcome = evaluate_model(
+            eval_set_name("heldout", d.dataset), trained.model_uri, _manifest(data), data.lesions_uri,
+            d.source_url, store_url, run_id, None, p.n_boot, manifest_uri, split.split_uri,
+        )
+        scored.append(ScoredSet(kind="heldout", dataset=d.dataset, outcome=outcome))
+
     published = publish_model(
-        store_url=store_url, run_id=run_id, trained=trained, split=split,
-        train_manifest_uri=data.manifest_uri, heldout_manifest_uri=held.manifest_uri,
-        heldout=heldout, internal=internal,
-        datasets={"train": dataset, "heldout": heldout_dataset}, promote_metric=p.promote_metric,
+        store_url=store_url, run_id=run_id, trained=trained, split=split, train_manifest_uri=manifest_uri,
+        heldout_manifest_uris={name: _manifest(r) for name, r in held_out.items()},
+        scored=scored, primary=gate_set, promote_metric=p.promote_metric,
     )
+    by_name = {s.name: s.outcome for s in scored}
     return RetrainResult(
         run_id=run_id,
         model_uri=published.model_uri,
+        plan_uri=published.plan_uri,
         version=published.version,
         promoted=published.promoted,
         gate_reason=published.gate_reason,
-        metrics=heldout.metrics,
-        internal_test=internal.metrics if internal else None,
-        overlays_uri=heldout.overlays_uri,
-        report_uri=data.report_uri,
-        heldout_report_uri=held.report_uri,
+        primary=gate_set,
+        metrics=by_name[gate_set].metrics if gate_set in by_name else {},
+        evaluations=[
+            EvaluatedSetResult(name=s.name, kind=s.kind, dataset=s.dataset, metrics=s.outcome.metrics,
+                               metrics_uri=s.outcome.metrics_uri, overlays_uri=s.outcome.overlays_uri)
+            for s in scored
+        ],
+        data_reports={r.run_id: r.report_uri for r in [*trained_on.values(), *held_out.values()]},
         split=split.counts,
         epochs_run=trained.epochs_run,
     )
 
 
-def split_ids(split_uri: str, which: str) -> list[str]:
+def _manifest(data: DataRunResult) -> str:
+    if not data.manifest_uri:
+        raise RuntimeError(f"{data.dataset}: no case was preprocessed. Report: {data.report_uri}")
+    return data.manifest_uri
+
+
+def split_ids(split_uri: str, which: str, dataset: str | None = None) -> list[str]:
+    """Case ids of split ``which`` (of one ``dataset`` of a combined split, when given)."""
     from tasks.train import read_manifest
 
     table = read_manifest(split_uri)
-    return table.loc[table["split"] == which, "case_id"].tolist()
+    rows = table["split"] == which
+    if dataset is not None:
+        rows &= table["dataset"] == dataset
+    return table.loc[rows, "case_id"].tolist()

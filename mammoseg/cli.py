@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -158,15 +158,28 @@ def demo(
 
     s = _settings(store_url=store)
     result = run_demo(s.store_url, patients=patients, size=size, bad=bad, seed=seed, epochs=epochs)
-    _emit(result, as_json, _demo_text(result))
+    _emit(result, as_json, _run_text("mammoseg demo finished.", result))
 
 
 @app.command()
 def retrain(
-    source: Annotated[str, typer.Option(help="Training dataset root: path, file:// or s3://bucket/prefix.")],
-    heldout_source: Annotated[str, typer.Option(help="Held-out dataset root (another dataset).")],
-    dataset: Annotated[str, typer.Option(help="cbis-ddsm | cdd-cesm-dm | cdd-cesm | inbreast | mini-mias")] = "cbis-ddsm",
-    heldout_dataset: Annotated[str, typer.Option(help="mini-mias | mini-mias-masses | inbreast | cdd-cesm-dm …")] = "mini-mias",
+    dataset: Annotated[
+        list[str] | None,
+        typer.Option(metavar="NAME=SOURCE", help="Training set NAME=SOURCE (repeatable: train on several datasets together); "
+                          "or one NAME with --source. Names: cbis-ddsm | cdd-cesm-dm | cdd-cesm | inbreast | mini-mias …"),
+    ] = None,
+    source: Annotated[str | None, typer.Option(help="Root of the one training set (path, file:// or s3://bucket/prefix); its --dataset NAME defaults to cbis-ddsm.")] = None,
+    heldout: Annotated[
+        list[str] | None,
+        typer.Option(metavar="NAME=SOURCE", help="Held-out set NAME=SOURCE, scored zero-shot (repeatable), e.g. mini-mias-masses=../shared/data/mini-mias."),
+    ] = None,
+    heldout_dataset: Annotated[str | None, typer.Option(help="The one held-out set's NAME, with --heldout-source (default mini-mias).")] = None,
+    heldout_source: Annotated[str | None, typer.Option(help="The one held-out set's root.")] = None,
+    primary: Annotated[
+        str | None,
+        typer.Option(help="The set that gates the champion: a held-out NAME, or heldout-NAME / internal-test-NAME "
+                          "(default: the first held-out set, else the first training set's internal test)."),
+    ] = None,
     store: StoreOpt = None,
     size: Annotated[int, typer.Option(help="Model input size in px.")] = 256,
     epochs: Annotated[int, typer.Option(min=1)] = 40,
@@ -176,72 +189,239 @@ def retrain(
     learning_rate: Annotated[float, typer.Option()] = 1e-3,
     loss: Annotated[str, typer.Option(help="focal | dice | focal_dice")] = "focal_dice",
     lesion_oversample: Annotated[float, typer.Option(help="Share of batches drawn from lesion images (0 = none).")] = 0.0,
+    input_norm: Annotated[str | None, typer.Option(help="none | breast (default: RetrainParams.input_norm).")] = None,
+    tta_mirror: Annotated[bool, typer.Option("--tta-mirror", help="Average predictions with the mirrored image's (in the plan).")] = False,
     seed: Annotated[int, typer.Option()] = 0,
     run_id: Annotated[str | None, typer.Option(help="Run id (default: new; reuse one to resume its training).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Ingest → validate → preprocess → train → evaluate on a held-out dataset → publish (Prefect flow)."""
+    """Ingest → validate → preprocess every set → train on the training sets together → evaluate
+    each one's internal test split and every held-out set → publish (Prefect flow)."""
+    from pydantic import ValidationError
+
     from flows.retrain import retrain_flow
     from mammoseg.layout import new_run_id
-    from mammoseg.params import RetrainParams
+    from mammoseg.params import DatasetSource, RetrainParams, check_datasets, resolve_primary
 
     s = _settings(store_url=store)
-    params = RetrainParams(
-        size=size, epochs=epochs, base_filters=base_filters, depth=depth, batch_size=batch_size,
-        learning_rate=learning_rate, loss=loss, lesion_oversample=lesion_oversample, seed=seed,
-    )
-    result = retrain_flow(dataset, source, heldout_dataset, heldout_source, s.store_url, run_id or new_run_id(), params)
+    try:
+        train = _dataset_sources(dataset or [], source, "cbis-ddsm", "--dataset", "--source")
+        if heldout and (heldout_dataset or heldout_source):
+            raise ValueError("use either --heldout NAME=SOURCE … or --heldout-dataset/--heldout-source, not both")
+        if heldout_dataset and not heldout_source:
+            raise ValueError(f"--heldout-dataset {heldout_dataset} needs --heldout-source")
+        held = [DatasetSource.parse(h) for h in heldout or []]
+        if heldout_source:
+            held = [DatasetSource(dataset=heldout_dataset or "mini-mias", source_url=heldout_source)]
+        check_datasets(train, held)
+        resolve_primary(train, held, primary)
+        params = RetrainParams(
+            size=size, epochs=epochs, base_filters=base_filters, depth=depth, batch_size=batch_size,
+            learning_rate=learning_rate, loss=loss, lesion_oversample=lesion_oversample, seed=seed,
+            **({"input_norm": input_norm} if input_norm else {}), **({"tta_mirror": True} if tta_mirror else {}),
+        )
+    except (ValueError, ValidationError) as exc:
+        raise typer.BadParameter(_one_line(exc)) from None
+    result = retrain_flow(train, held, s.store_url, run_id or new_run_id(), params, primary)
     d = result.model_dump()
-    _emit(d, as_json, _demo_text(d | {"store_url": s.store_url}))
+    _emit(d, as_json, _run_text("mammoseg retrain finished.", d | {"store_url": s.store_url}))
+
+
+def _dataset_sources(specs: list[str], source: str | None, default: str, option: str, source_option: str) -> list[Any]:
+    """``NAME=SOURCE`` options, or one bare ``NAME`` (default ``default``) with ``source``."""
+    from mammoseg.params import DatasetSource
+
+    bare = [x for x in specs if "=" not in x]
+    if source is None:
+        if bare:
+            raise ValueError(f"{option} {bare[0]} has no root: write {option} {bare[0]}=SOURCE, or give {source_option}")
+        if not specs:
+            raise ValueError(f"give {option} NAME=SOURCE (repeatable), or {source_option} ROOT")
+        return [DatasetSource.parse(x) for x in specs]
+    if len(bare) != len(specs) or len(bare) > 1:
+        raise ValueError(f"{source_option} goes with one {option} NAME; for several datasets write {option} NAME=SOURCE each")
+    return [DatasetSource(dataset=bare[0] if bare else default, source_url=source)]
 
 
 @app.command()
 def predict(
-    model: Annotated[str, typer.Option(help="URI or path of a model.keras (a published version's, or a run's).")],
-    image: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="A DICOM, or a PNG/PGM (8- or 16-bit), or a JPEG.")],
-    out: Annotated[Path, typer.Option(file_okay=False, help="Folder for <name>_mask.png and <name>_overlay.png.")],
-    threshold: Annotated[float | None, typer.Option(help="Probability cut-off (default: the one chosen on validation, else 0.5).")] = None,
+    model: Annotated[str, typer.Option(help="URI or path of a model.keras (a published version's, or a run's); its plan.json beside it is used.")],
+    out: Annotated[Path, typer.Option(file_okay=False, help="Folder for <name>_mask.png, <name>_overlay.png and <name>_lesions.json.")],
+    image: Annotated[
+        list[Path] | None,
+        typer.Option(dir_okay=False, metavar="PATH", help="A DICOM, PNG/PGM (8- or 16-bit) or JPEG; repeat for more images."),
+    ] = None,
+    input_dir: Annotated[
+        Path | None,
+        typer.Option("--input", file_okay=False, help="A folder: every DICOM/PNG/PGM/JPEG file in it, sorted by name."),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Probability cut-off in (0, 1] (default: the model plan's, chosen on validation)."),
+    ] = None,
     laterality: Annotated[str | None, typer.Option(help="L or R, only to break a tie when the pixels cannot tell.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Segment lesions in one image; writes the mask and an overlay in the original image's geometry."""
-    import tempfile
+    """Segment lesions in images with one model (loaded once), each in its original geometry.
 
-    import cv2
-    import numpy as np
+    Unusable images are reported on one line each and skipped (exit code 1); a missing or
+    unusable model or plan stops before any image (exit code 2)."""
+    from mammoseg.prediction import image_files, model_version, output_names, predict_file
 
-    from mammoseg.evaluation import overlay_png
-    from mammoseg.imageio import encode_png8, load_image
-    from mammoseg.inference import load_model, predict_original
-    from mammoseg.storage import ObjectNotFound, open_uri
-
-    s = _settings()
+    if threshold is not None and not 0.0 < threshold <= 1.0:
+        _fail(f"--threshold must be in (0, 1], got {threshold:g}", code=2)
+    paths = list(image or [])
+    if input_dir is not None:
+        if not input_dir.is_dir():
+            _fail(f"--input {input_dir} is not a folder", code=2)
+        found = image_files(input_dir)
+        if not found:
+            _fail(f"--input {input_dir} holds no DICOM/PNG/PGM/JPEG file", code=2)
+        paths += found
+    if not paths:
+        _fail("give --image (repeatable) or --input DIR", code=2)
     uri = model if "://" in model else Path(model).resolve().as_uri()
-    store, key = open_uri(uri, s)
-    if threshold is None:
+    predictor = _load_predictor(uri)
+    cut = predictor.plan.threshold if threshold is None else threshold
+    version = model_version(uri)
+    results, errors = [], []
+    for path, name in zip(paths, output_names(paths), strict=True):
         try:
-            config = json.loads(store.read_bytes("training_config.json"))
-            threshold = float(config.get("threshold", 0.5))
-        except ObjectNotFound:
-            threshold = 0.5
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.keras"
-        path.write_bytes(store.read_bytes(key))
-        net = load_model(path)
-    pixels = load_image(image.read_bytes(), image.name)
-    prob, _ = predict_original(net, pixels, laterality=laterality)
-    mask = prob >= threshold
-    out.mkdir(parents=True, exist_ok=True)
-    mask_path = out / f"{image.stem}_mask.png"
-    overlay_path = out / f"{image.stem}_overlay.png"
-    mask_path.write_bytes(encode_png8((mask * 255).astype(np.uint8)))
-    overlay_path.write_bytes(overlay_png(pixels, np.zeros_like(mask), mask, title=f"{image.stem} (red: prediction)", max_side=1024))
-    n, _, _, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    result = {
-        "mask": str(mask_path), "overlay": str(overlay_path), "threshold": threshold,
-        "shape": list(mask.shape), "lesion_pixels": int(mask.sum()), "components": int(n - 1),
+            results.append(predict_file(predictor, path, out, threshold=cut, name=name, laterality=laterality, version=version))
+        except (OSError, ValueError) as exc:  # unreadable, undecodable, or no breast to find
+            errors.append({"image": str(path), "error": _one_line(exc)})
+            typer.echo(f"mammoseg predict: {path}: {_one_line(exc)}", err=True)
+    payload = {
+        "model_uri": uri, "model_version": version, "threshold": cut, "out": str(out),
+        "results": [r.to_dict() for r in results], "errors": errors,
     }
-    _emit(result, as_json, "\n".join(f"{k}: {v}" for k, v in result.items()))
+    lines = [f"model {version or uri}, threshold {cut:g}: {len(results)} image(s) done, {len(errors)} failed"]
+    lines += [
+        f"  {Path(r.image).name}: {r.n_lesions} lesion(s), {r.lesion_pixels} px → {r.mask}, {r.overlay}, {r.lesions_json}"
+        for r in results
+    ]
+    _emit(payload, as_json, "\n".join(lines))
+    if errors:
+        raise typer.Exit(code=1)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _fail(message: str, *, code: int) -> NoReturn:
+    """One line on stderr, then exit (no traceback)."""
+    typer.echo(f"mammoseg: {message}", err=True)
+    raise typer.Exit(code=code)
+
+
+def _load_predictor(model_uri: str):
+    """The model and its plan, or a one-line error (exit 2): missing, corrupt, or a plan that
+    cannot be honoured."""
+    from mammoseg.inference import load_predictor
+    from mammoseg.plan import PlanError
+    from mammoseg.storage import ObjectNotFound, StoreError
+
+    try:
+        return load_predictor(model_uri, _settings())
+    except ObjectNotFound:
+        _fail(f"model not found: {model_uri}", code=2)
+    except PlanError as exc:
+        _fail(f"cannot use the plan of {model_uri}: {_one_line(exc)}", code=2)
+    except StoreError as exc:
+        _fail(f"cannot read the model {model_uri}: {_one_line(exc)}", code=2)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a corrupt file
+        _fail(_unloadable(model_uri, exc), code=2)
+
+
+def _unloadable(model_uri: str | None, exc: Exception) -> str:
+    """A corrupt model file: Keras's own message names a temporary copy, so leave it out."""
+    import zipfile
+
+    if isinstance(exc, ValueError | OSError | zipfile.BadZipFile):
+        return f"cannot load the model {model_uri}: corrupt, or not a .keras model file"
+    return f"cannot load the model {model_uri} ({type(exc).__name__}): {_one_line(exc)}"
+
+
+@app.command()
+def evaluate(
+    dataset: Annotated[str, typer.Option(help="mini-mias | mini-mias-masses | inbreast | cbis-ddsm | cdd-cesm-dm …")],
+    source: Annotated[str, typer.Option(help="Dataset root: path, file:// or s3://bucket/prefix.")],
+    model: Annotated[
+        str | None,
+        typer.Option(help="URI or path of a model.keras (default: the champion, models/CURRENT of the store)."),
+    ] = None,
+    store: StoreOpt = None,
+    n_boot: Annotated[int, typer.Option(min=0, help="Bootstrap resamples of patients for the 95% CIs.")] = 1000,
+    run_id: Annotated[str | None, typer.Option(help="Run id (default: new).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Score a published model on any dataset without retraining (Prefect flow): data pipeline at
+    the model plan's size, then the held-out evaluation under runs/<run-id>/evaluation/."""
+    from flows.data_pipeline import GateClosed
+    from flows.evaluate import NothingToEvaluate, evaluate_flow
+    from mammoseg.layout import new_run_id
+    from mammoseg.plan import PlanError
+    from mammoseg.publish import PublishError
+    from mammoseg.storage import ObjectNotFound, StoreError
+    from tasks.model_ref import NoChampion, resolve_model
+
+    s = _settings(store_url=store)
+    uri = None if model is None else model if "://" in model else Path(model).resolve().as_uri()
+    try:  # fail fast, in one line and before any flow run, on a bad model or plan
+        resolve_model.fn(s.store_url, uri)
+    except ObjectNotFound:
+        _fail(f"model not found: {uri}", code=2)
+    except (NoChampion, PlanError, PublishError, StoreError) as exc:
+        _fail(_one_line(exc), code=2)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types for a corrupt file
+        _fail(_unloadable(uri, exc), code=2)
+    try:
+        result = evaluate_flow(dataset, source, s.store_url, run_id or new_run_id(), uri, n_boot)
+    except (GateClosed, NothingToEvaluate) as exc:
+        _fail(_one_line(exc), code=1)
+    d = result.model_dump()
+    _emit(d, as_json, _evaluate_text(d))
+
+
+def _evaluate_text(result: dict[str, Any]) -> str:
+    m = result["metrics"]
+    det = m.get("detection") or {}
+
+    def num(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    def ci(key: str) -> str:
+        c = (m.get("ci95") or {}).get(key)
+        return f" (95% CI {num(c[0])}–{num(c[1])})" if c else ""
+
+    findings = result["leakage_findings"]
+    audit = "not run" if findings is None else "; ".join(findings) or "no overlap found"
+    lines = [
+        (
+            f"mammoseg evaluate: model {result['model_version'] or result['model_uri']}"
+            f"{' (champion)' if result['champion'] else ''} on {result['dataset']}, run {result['run_id']}"
+        ),
+        "",
+        f"  {m.get('n_cases')} images, {m.get('n_patients')} patients, threshold {result['threshold']:g} (the model's plan)",
+        f"  per-image mean Dice {num(m.get('dice_mean'))}{ci('dice_mean')}",
+        f"  mean IoU            {num(m.get('iou_mean'))}{ci('iou_mean')}",
+        f"  pooled Dice         {num(m.get('dice_pooled'))}{ci('dice_pooled')}",
+        (
+            f"  detection ({det.get('n_lesions')} lesions): sensitivity {num(det.get('sensitivity_at_0_5fp'))} / "
+            f"{num(det.get('sensitivity_at_1fp'))} / {num(det.get('sensitivity_at_2fp'))} at 0.5 / 1 / 2 FP per image"
+        ),
+        f"  leakage audit: {audit} ({result['leakage_audit_basis']})",
+        "",
+        f"  metrics   {result['metrics_uri']}",
+        f"  overlays  {result['overlays_uri'] or '-'}",
+        f"  model     {result['record_uri']}",
+        f"  data      {result['report_uri']}",
+    ]
+    if m.get("suspicious"):
+        lines.insert(2, "  WARNING: mean Dice above 0.9 is suspicious; read the leakage audit")
+    return "\n".join(lines)
 
 
 @app.command()
@@ -264,22 +444,37 @@ def serve(
         raise typer.Exit(code=2) from exc
 
 
-def _demo_text(result: dict[str, Any]) -> str:
-    lines = ["mammoseg demo finished.", ""]
-    for key in ("run_id", "store_url", "report_uri", "heldout_report_uri", "overlays_uri", "model_uri", "model_version", "gate"):
-        if result.get(key):
-            lines.append(f"  {key:<18} {result[key]}")
-    m = result.get("metrics") or {}
-    if m:
-        ci = (m.get("ci95") or {}).get("dice_mean") or [float("nan")] * 2
-        lines += [
-            "",
-            (
-                f"  held-out ({m.get('n_cases')} images, {m.get('n_patients')} patients): per-image mean Dice "
-                f"{m['dice_mean']:.3f} (95% CI {ci[0]:.3f}–{ci[1]:.3f}), mean IoU {m['iou_mean']:.3f}, "
-                f"pooled Dice {m['dice_pooled']:.3f}, threshold {m.get('threshold', float('nan')):.2f}"
-            ),
-        ]
+def _run_text(title: str, result: dict[str, Any]) -> str:
+    """The human-readable end of ``demo`` and ``retrain``: where things are, then one line per
+    evaluated set (in-domain internal test splits, then held-out sets)."""
+
+    def num(v: Any, fmt: str = ".3f") -> str:
+        return "n/a" if v is None else format(v, fmt)
+
+    lines = [title, ""]
+    version = result.get("model_version") or result.get("version")
+    for key, value in (("run_id", result.get("run_id")), ("store_url", result.get("store_url")),
+                       ("model_uri", result.get("model_uri")), ("plan_uri", result.get("plan_uri")),
+                       ("model_version", version), ("gate", result.get("gate") or result.get("gate_reason"))):
+        if value:
+            lines.append(f"  {key:<18} {value}")
+    for run, uri in (result.get("data_reports") or {}).items():
+        lines.append(f"  {'data report':<18} {uri}  ({run})")
+    evaluations = result.get("evaluations") or []
+    if evaluations:
+        folder = evaluations[0]["metrics_uri"].rsplit("/", 1)[0]
+        lines += ["", f"  evaluated sets (metrics and overlays in {folder}/):"]
+    for e in evaluations:
+        m = e.get("metrics") or {}
+        ci = (m.get("ci95") or {}).get("dice_mean") or [None, None]
+        where = "in-domain" if e["kind"] == "internal_test" else "cross-dataset"
+        mark = ", primary" if e["name"] == result.get("primary") else ""
+        lines.append(
+            f"  {e['name']} ({where}{mark}; {m.get('n_cases')} images, {m.get('n_patients')} patients): "
+            f"per-image mean Dice {num(m.get('dice_mean'))} (95% CI {num(ci[0])}–{num(ci[1])}), "
+            f"mean IoU {num(m.get('iou_mean'))}, pooled Dice {num(m.get('dice_pooled'))}, "
+            f"threshold {num(m.get('threshold'), '.2f')}"
+        )
     return "\n".join(lines)
 
 

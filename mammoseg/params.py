@@ -2,9 +2,74 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+#: An evaluated set is the internal test split of a training dataset (in-domain) or a whole
+#: held-out dataset the model never saw (cross-dataset).
+SetKind = Literal["internal_test", "heldout"]
+_SET_PREFIX: dict[str, str] = {"internal_test": "internal-test", "heldout": "heldout"}
+
+
+class DatasetSource(BaseModel):
+    """One dataset of a run: its adapter name and its root (path, ``file://`` or ``s3://``)."""
+
+    dataset: str = Field(description="Adapter: cbis-ddsm | cdd-cesm-dm | cdd-cesm | inbreast | mini-mias | mini-mias-masses")
+    source_url: str = Field(min_length=1, description="Dataset root: path, file:// or s3://bucket/prefix.")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from mammoseg.adapters.registry import ADAPTERS
+
+        if name not in ADAPTERS:
+            raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(ADAPTERS)}")
+        return name
+
+    @classmethod
+    def parse(cls, spec: str) -> DatasetSource:
+        """``NAME=SOURCE`` (the command line's form) → a :class:`DatasetSource`."""
+        name, sep, source = spec.partition("=")
+        if not sep or not name.strip() or not source.strip():
+            raise ValueError(f"{spec!r} is not NAME=SOURCE (e.g. inbreast=s3://bucket/INbreast)")
+        return cls(dataset=name.strip(), source_url=source.strip())
+
+
+def eval_set_name(kind: SetKind, dataset: str) -> str:
+    """``internal-test-<dataset>`` or ``heldout-<dataset>``: the name of an evaluated set in
+    metrics files, artifacts, overlays and the model card."""
+    return f"{_SET_PREFIX[kind]}-{dataset}"
+
+
+def check_datasets(train: Sequence[DatasetSource], heldout: Sequence[DatasetSource]) -> None:
+    """At least one training set; no dataset twice in one list (names key every output)."""
+    if not train:
+        raise ValueError("give at least one training dataset")
+    for what, sets in (("training", train), ("held-out", heldout)):
+        names = [d.dataset for d in sets]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"{what} dataset(s) {twice} given more than once; merge their roots into one")
+
+
+def resolve_primary(train: Sequence[DatasetSource], heldout: Sequence[DatasetSource], primary: str | None) -> str:
+    """The name of the evaluated set that gates the champion.
+
+    ``primary`` may name a held-out dataset (``mini-mias``) or any evaluated set
+    (``heldout-mini-mias``, ``internal-test-cbis-ddsm``). Default: the first held-out set, or,
+    with none, the internal test split of the first training set.
+    """
+    held = {d.dataset: eval_set_name("heldout", d.dataset) for d in heldout}
+    names = list(held.values()) + [eval_set_name("internal_test", d.dataset) for d in train]
+    if primary is None:
+        return names[0]
+    if primary in held:
+        return held[primary]
+    if primary in names:
+        return primary
+    raise ValueError(f"primary {primary!r} names no evaluated set of this run; choose one of {list(held) + names}")
 
 
 class RetrainParams(BaseModel):
@@ -15,6 +80,9 @@ class RetrainParams(BaseModel):
     depth: int = Field(default=4, ge=1, le=6)
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     batch_norm: bool = True
+    input_norm: Literal["none", "breast"] = Field(
+        default="none", description="'breast': per-image standardisation over the breast pixels inside the model."
+    )
     epochs: int = Field(default=60, ge=1)
     batch_size: int = Field(default=8, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
@@ -31,8 +99,21 @@ class RetrainParams(BaseModel):
     aug_shift: float = Field(default=0.05, ge=0.0, le=0.5)
     aug_zoom: float = Field(default=0.05, ge=0.0, le=0.5)
     aug_intensity: float = Field(default=0.05, ge=0.0, le=0.5, description="brightness and contrast range")
+    patch_size: int | None = Field(
+        default=None, ge=16, le=1024,
+        description="Train on patches of this side and predict with a sliding window (None: whole images).",
+    )
+    tta_mirror: bool = Field(
+        default=False, description="Average each prediction with that of the up/down mirrored image (plan.json)."
+    )
     val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     test_fraction: float = Field(default=0.15, ge=0.0, lt=1.0)
     n_boot: int = Field(default=1000, ge=100)
     seed: int = 0
     promote_metric: str = "dice_mean"
+
+    @model_validator(mode="after")
+    def _patch_fits(self) -> RetrainParams:
+        if self.patch_size is not None and self.patch_size > self.size:
+            raise ValueError(f"patch_size {self.patch_size} is larger than the image size {self.size}")
+        return self

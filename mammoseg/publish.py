@@ -3,9 +3,12 @@
 Layout (keys relative to the store root)::
 
     models/versions/<version>/model.keras
+    models/versions/<version>/plan.json               inference plan (mammoseg.plan.ModelPlan); optional
     models/versions/<version>/training_config.json
     models/versions/<version>/data_manifest.json      object keys + ETags the model was trained on
-    models/versions/<version>/metrics.json            held-out evaluation (EvaluationResult.to_dict)
+    models/versions/<version>/metrics.json            evaluation: the primary set's figures at the top
+                                                      level (what the gate reads), every set by dataset
+                                                      under "internal_test" / "heldout"
     models/versions/<version>/MODEL_CARD.md
     models/versions/<version>/COMPLETE                written LAST: file list with sizes and ETags
     models/CURRENT                                    champion pointer (small JSON, written last)
@@ -35,11 +38,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
 from mammoseg.storage import ObjectNotFound, ObjectStore, join_key
+
+if TYPE_CHECKING:
+    from mammoseg.plan import ModelPlan
 
 MODELS_PREFIX: Final = "models"
 VERSIONS_PREFIX: Final = "models/versions"
@@ -49,11 +55,17 @@ COMPLETE_NAME: Final = "COMPLETE"
 #: File names inside a version folder, in the order they are written (COMPLETE comes after).
 FILES: Final = {
     "model": "model.keras",
+    "plan": "plan.json",
     "training_config": "training_config.json",
     "data_manifest": "data_manifest.json",
     "metrics": "metrics.json",
     "model_card": "MODEL_CARD.md",
 }
+
+#: Files a version may lack: versions published before plans existed have no ``plan.json``
+#: (:func:`mammoseg.inference.load_predictor` then rebuilds the plan). Once ``COMPLETE`` lists
+#: one, it is checked like every other file.
+OPTIONAL_FILES: Final = frozenset({"plan"})
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -76,6 +88,7 @@ class PublishedVersion:
     model_card_uri: str
     model_sha256: str
     completed_at: str
+    plan_uri: str | None = None  # None: published before plans existed
 
 
 @dataclass(frozen=True)
@@ -213,9 +226,12 @@ def publish_version(
     metrics: Mapping[str, Any],
     model_card_md: str,
     version: str | None = None,
+    plan: ModelPlan | None = None,
 ) -> PublishedVersion:
     """Write a new immutable model version; the ``COMPLETE`` marker is written last.
 
+    ``plan``: the model's inference plan, published as ``plan.json`` beside ``model.keras``
+    (where :func:`mammoseg.inference.load_predictor` looks for it) and recorded in ``COMPLETE``.
     ``data_manifest`` rows need at least ``key`` and ``etag``. Everything is checked (strict JSON,
     no NaN) before the first write, so bad input leaves nothing behind. Re-publishing to a version
     id whose earlier attempt crashed (no ``COMPLETE``) overwrites the leftovers.
@@ -234,6 +250,8 @@ def publish_version(
         "metrics": _json_payload(dict(metrics), "metrics"),
         "model_card": model_card_md.encode("utf-8"),
     }
+    if plan is not None:
+        payloads["plan"] = plan.to_json()
     digest = _sha256(model_file)
     version = _check_version(version) if version else make_version_id(model_file, sha256=digest)
     prefix = version_prefix(version)
@@ -242,7 +260,7 @@ def publish_version(
         raise PublishError(f"version {version} is already published; versions are immutable")
 
     infos = {"model": store.write_file(join_key(prefix, FILES["model"]), model_file)}
-    for name in ("training_config", "data_manifest", "metrics", "model_card"):
+    for name in (n for n in FILES if n in payloads):
         ctype = "text/markdown" if name == "model_card" else "application/json"
         infos[name] = store.write_bytes(join_key(prefix, FILES[name]), payloads[name], ctype)
     completed_at = _iso(_now())
@@ -270,6 +288,7 @@ def _published(store: ObjectStore, version: str, marker: Mapping[str, Any]) -> P
         model_card_uri=store.uri(join_key(prefix, FILES["model_card"])),
         model_sha256=str(marker.get("model_sha256", "")),
         completed_at=str(marker.get("completed_at", "")),
+        plan_uri=store.uri(join_key(prefix, FILES["plan"])) if FILES["plan"] in marker["files"] else None,
     )
 
 
@@ -298,8 +317,10 @@ def verify_version(store: ObjectStore, version: str) -> list[str]:
             )
         ]
     problems = []
-    for name in FILES.values():
+    for what, name in FILES.items():
         rec = marker["files"].get(name)
+        if rec is None and what in OPTIONAL_FILES:
+            continue
         if not isinstance(rec, Mapping):
             problems.append(f"{name} is not listed in the {COMPLETE_NAME} marker")
             continue
@@ -465,6 +486,44 @@ class DataSplitSummary:
     n_lesions: int | None = None
 
 
+@dataclass(frozen=True)
+class EvaluatedSet:
+    """The figures of one evaluated set of a model: the internal test split of a training
+    dataset (``kind="internal_test"``, in-domain) or a whole held-out dataset
+    (``kind="heldout"``, cross-dataset). ``metrics`` is what ``evaluate-model`` wrote;
+    ``leakage_findings`` None: no audit was run, ``[]``: none found."""
+
+    name: str
+    dataset: str
+    kind: str
+    metrics: Mapping[str, Any]
+    leakage_findings: Sequence[str] | None = None
+
+
+_KINDS: Final = {"internal_test": "internal test split", "heldout": "held-out dataset"}
+
+
+def combined_metrics(sets: Sequence[EvaluatedSet], primary: str) -> dict[str, Any]:
+    """``metrics.json`` of a version evaluated on several sets.
+
+    The top level holds the figures (and ``eval_set`` fingerprint) of the ``primary`` set, the
+    one :func:`promote_if_better` compares, named by ``primary_set``; every set is listed by
+    dataset under ``internal_test`` (in-domain) or ``heldout`` (cross-dataset). A primary set
+    that was not evaluated leaves the top level without figures, so the gate refuses.
+    """
+    by_name = {e.name: e for e in sets}
+    chosen = by_name.get(primary)
+    out: dict[str, Any] = dict(chosen.metrics) if chosen else {}
+    out["primary_set"] = primary
+    if chosen:
+        out["primary_dataset"], out["primary_kind"] = chosen.dataset, chosen.kind
+    else:
+        out["primary_missing"] = f"the primary set {primary} was not evaluated (no cases)"
+    for kind in _KINDS:
+        out[kind] = {e.dataset: dict(e.metrics) for e in sets if e.kind == kind}
+    return out
+
+
 def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "n/a"
@@ -476,6 +535,83 @@ def _ci(metrics: Mapping[str, Any], key: str) -> str:
     return f"{_fmt(c[0])} – {_fmt(c[1])}" if c else "n/a"
 
 
+def _leakage_lines(findings: Sequence[str] | None, what: str = "train vs test") -> list[str]:
+    if findings is None:
+        return [f"Leakage audit ({what}): not run."]
+    if not findings:
+        return [f"Leakage audit ({what}): no shared patients, images or contents."]
+    return ["**Leakage audit found problems — the test numbers are not trustworthy:**"] + [f"- {f}" for f in findings]
+
+
+def _metric_tables(metrics: Mapping[str, Any], where: str | None = None) -> list[str]:
+    """The metric table and the subgroup table of one set; ``where`` (the dataset and kind)
+    goes into both tables' first column header."""
+    suffix = f" ({where})" if where else ""
+    det = metrics.get("detection") or {}
+    lines = [
+        (
+            f"{_fmt(metrics.get('n_cases'))} test images from {_fmt(metrics.get('n_patients'))} "
+            f"patients; threshold {_fmt(metrics.get('threshold'))} (chosen on validation)."
+        ),
+        "",
+        f"| metric{suffix} | value | 95% CI |",
+        "|---|---|---|",
+        f"| Dice, mean per image | {_fmt(metrics.get('dice_mean'))} | {_ci(metrics, 'dice_mean')} |",
+        f"| IoU, mean per image | {_fmt(metrics.get('iou_mean'))} | {_ci(metrics, 'iou_mean')} |",
+        f"| Dice, pooled | {_fmt(metrics.get('dice_pooled'))} | {_ci(metrics, 'dice_pooled')} |",
+        f"| Sensitivity at 1 FP/image | {_fmt(det.get('sensitivity_at_1fp'))} | n/a |",
+        f"| Sensitivity at 2 FP/image | {_fmt(det.get('sensitivity_at_2fp'))} | n/a |",
+    ]
+    subgroups = metrics.get("subgroups") or []
+    if subgroups:
+        lines += ["", f"| subgroup{suffix} | value | images | Dice mean | 95% CI |", "|---|---|---|---|---|"]
+        for sg in subgroups:
+            ci = sg.get("ci")
+            rng = f"{_fmt(ci[0])} – {_fmt(ci[1])}" if ci else "n/a"
+            lines.append(
+                f"| {sg.get('group')} | {sg.get('value')} | {sg.get('n')} | "
+                f"{_fmt(sg.get('dice_mean'))} | {rng} |"
+            )
+    return lines
+
+
+def _evaluation_sections(sets: Sequence[EvaluatedSet], primary: str | None) -> list[str]:
+    """A summary over every set, then in-domain and cross-dataset sections, one table per set."""
+    lines = [
+        "## Evaluation",
+        "",
+        (
+            "*In-domain*: the internal test split (patients never trained or validated on) of each "
+            "training dataset. *Cross-dataset*: held-out datasets the model never saw, scored "
+            "zero-shot. The two are not comparable: expect lower cross-dataset figures."
+        ),
+        "",
+        "| set | dataset | kind | images | patients | Dice, mean per image | 95% CI | Dice, pooled |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for e in sets:
+        m = e.metrics
+        mark = " (primary)" if e.name == primary else ""
+        lines.append(
+            f"| {e.name}{mark} | {e.dataset} | {_KINDS.get(e.kind, e.kind)} | {_fmt(m.get('n_cases'))} | "
+            f"{_fmt(m.get('n_patients'))} | {_fmt(m.get('dice_mean'))} | {_ci(m, 'dice_mean')} | "
+            f"{_fmt(m.get('dice_pooled'))} |"
+        )
+    if primary:
+        lines += ["", f"The champion/challenger gate compares the primary set, **{primary}**."]
+    for kind, title in (("internal_test", "In-domain metrics (internal test split)"),
+                        ("heldout", "Cross-dataset metrics (held-out datasets)")):
+        chosen = [e for e in sets if e.kind == kind]
+        if not chosen:
+            continue
+        lines += ["", f"## {title}"]
+        for e in chosen:
+            where = f"{e.dataset}, {_KINDS.get(e.kind, e.kind)}"
+            lines += ["", f"### {e.dataset} — {e.name}", ""] + _metric_tables(e.metrics, where)
+            lines += [""] + _leakage_lines(e.leakage_findings, f"training data vs {e.name}")
+    return lines
+
+
 def model_card(
     *,
     version: str,
@@ -485,10 +621,18 @@ def model_card(
     leakage_findings: Sequence[str] | None = None,
     extra_limitations: Sequence[str] = (),
     title: str = "mammoseg breast-lesion segmentation U-Net",
+    evaluations: Sequence[EvaluatedSet] | None = None,
+    primary: str | None = None,
 ) -> str:
-    """MODEL_CARD.md text. ``metrics`` is ``EvaluationResult.to_dict()``; ``leakage_findings`` the
-    result of ``leakage_audit`` (None = not run)."""
-    datasets = sorted({d.dataset for d in data})
+    """MODEL_CARD.md text.
+
+    With ``evaluations``, one section per evaluated set (in-domain and cross-dataset apart, every
+    table naming its dataset), the ``primary`` set marked; ``metrics`` is then only used when
+    ``evaluations`` is empty. Without it (one held-out set), ``metrics`` is
+    ``EvaluationResult.to_dict()`` and ``leakage_findings`` the result of ``leakage_audit``
+    (None = not run).
+    """
+    datasets = sorted({d.dataset for d in data} | {e.dataset for e in evaluations or ()})
     lines = [
         f"# {title} — version {version}",
         "",
@@ -511,43 +655,14 @@ def model_card(
         f"| {d.dataset} | {d.split} | {d.n_images} | {d.n_patients} | {_fmt(d.n_lesions)} |"
         for d in sorted(data, key=lambda d: (d.dataset, d.split))
     ]
-    if leakage_findings is None:
-        lines += ["", "Leakage audit (train vs test): not run."]
-    elif not leakage_findings:
-        lines += ["", "Leakage audit (train vs test): no shared patients, images or contents."]
+    if evaluations:
+        lines += [""] + _evaluation_sections(evaluations, primary)
     else:
-        lines += ["", "**Leakage audit found problems — the test numbers are not trustworthy:**"]
-        lines += [f"- {f}" for f in leakage_findings]
-
-    det = metrics.get("detection") or {}
-    lines += [
-        "",
-        "## Held-out metrics",
-        "",
-        (
-            f"{_fmt(metrics.get('n_cases'))} test images from {_fmt(metrics.get('n_patients'))} "
-            f"patients; threshold {_fmt(metrics.get('threshold'))} (chosen on validation)."
-        ),
-        "",
-        "| metric | value | 95% CI |",
-        "|---|---|---|",
-        f"| Dice, mean per image | {_fmt(metrics.get('dice_mean'))} | {_ci(metrics, 'dice_mean')} |",
-        f"| IoU, mean per image | {_fmt(metrics.get('iou_mean'))} | {_ci(metrics, 'iou_mean')} |",
-        f"| Dice, pooled | {_fmt(metrics.get('dice_pooled'))} | {_ci(metrics, 'dice_pooled')} |",
-        f"| Sensitivity at 1 FP/image | {_fmt(det.get('sensitivity_at_1fp'))} | n/a |",
-        f"| Sensitivity at 2 FP/image | {_fmt(det.get('sensitivity_at_2fp'))} | n/a |",
-    ]
-    subgroups = metrics.get("subgroups") or []
-    if subgroups:
-        lines += ["", "| subgroup | value | images | Dice mean | 95% CI |", "|---|---|---|---|---|"]
-        for s in subgroups:
-            ci = s.get("ci")
-            rng = f"{_fmt(ci[0])} – {_fmt(ci[1])}" if ci else "n/a"
-            lines.append(
-                f"| {s.get('group')} | {s.get('value')} | {s.get('n')} | "
-                f"{_fmt(s.get('dice_mean'))} | {rng} |"
-            )
-    defs = metrics.get("definitions") or {}
+        lines += [""] + _leakage_lines(leakage_findings)
+        lines += ["", "## Held-out metrics", ""] + _metric_tables(metrics)
+    defs = metrics.get("definitions") or next(
+        (e.metrics.get("definitions") for e in evaluations or () if e.metrics.get("definitions")), {}
+    )
     if defs:
         lines += ["", "### Definitions", ""] + [f"- *{k}*: {v}" for k, v in defs.items()]
 
@@ -563,14 +678,14 @@ def model_card(
             "Part of the data is synthetic: numbers on synthetic images say nothing about "
             "performance on real mammograms."
         )
-    if "mini-mias" in datasets:
+    if any(d.startswith("mini-mias") for d in datasets):
         limits.append(
             "mini-MIAS lesions are circles (centre and radius), not contours: masks built from "
             "them are coarse, and Dice against them measures localisation more than shape."
         )
     if "cbis-ddsm" in datasets:
         limits.append("CBIS-DDSM is scanned film; its ROI outlines are often loose.")
-    if "cdd-cesm" in datasets:
+    if any(d.startswith("cdd-cesm") for d in datasets):
         limits.append("CDD-CESM images here are 512x512 JPEG copies, resized from the originals.")
     limits += list(extra_limitations)
     lines += ["", "## Limitations", ""] + [f"- {x}" for x in limits]

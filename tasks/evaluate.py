@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +13,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
 from mammoseg.casetable import from_csv_bytes, image_table
+from mammoseg.params import SetKind
 from mammoseg.settings import get_settings
 from mammoseg.storage import ObjectStore, join_key, open_store, open_uri
 from tasks.retry import IO_RETRIES
@@ -23,10 +22,22 @@ from tasks.train import read_manifest
 
 class EvalOutcome(BaseModel):
     name: str
-    metrics: dict[str, Any]
+    metrics: dict[str, Any]  # EvaluationResult.to_dict() + eval_set, leakage_audit, suspicious, baseline
     metrics_uri: str
     overlays_uri: str | None
-    leakage_findings: list[str]
+    leakage_findings: list[str] | None  # None: no audit (no training data given)
+
+
+class ScoredSet(BaseModel):
+    """One evaluated set of a retrain run: which dataset, in-domain or cross-dataset."""
+
+    kind: SetKind
+    dataset: str
+    outcome: EvalOutcome
+
+    @property
+    def name(self) -> str:
+        return self.outcome.name
 
 
 def _truth(row: pd.Series, shape: tuple[int, int], source: ObjectStore) -> tuple[np.ndarray, list]:
@@ -70,13 +81,22 @@ def evaluate_model(
     source_url: str,
     store_url: str,
     run_id: str,
-    threshold: float,
+    threshold: float | None,
     n_boot: int,
-    train_manifest_uri: str,
-    split_uri: str,
+    train_manifest_uri: str | None = None,
+    split_uri: str | None = None,
     case_ids: list[str] | None = None,
 ) -> EvalOutcome:
-    """Score ``name`` (e.g. ``heldout-mini-mias``, ``internal-test``) in original geometry."""
+    """Score ``name`` (e.g. ``heldout-mini-mias``, ``internal-test-cbis-ddsm``) in original geometry.
+
+    The model is applied exactly as ``predict`` applies it: with the ``plan.json`` beside
+    ``model_uri`` (sliding window, mirroring; :func:`mammoseg.inference.load_predictor`), on
+    arrays that must have been preprocessed with the plan's parameters. ``threshold`` None: the
+    plan's (chosen on validation). ``train_manifest_uri`` + ``split_uri`` (the run's train/val
+    cases): the leakage audit against them; None: no audit, and the metrics say so.
+    ``metrics["eval_set"]`` fingerprints the scored cases (the champion gate compares only
+    scores on the same set).
+    """
     from mammoseg.evaluation import (
         EvalCase,
         best_median_worst,
@@ -87,8 +107,9 @@ def evaluate_model(
         overlay_grid,
     )
     from mammoseg.imageio import load_image
-    from mammoseg.inference import load_model, predict_batch
+    from mammoseg.inference import load_predictor
     from mammoseg.preprocess import read_preprocessed
+    from mammoseg.publish import eval_set_fingerprint
 
     settings = get_settings()
     logger = get_run_logger()
@@ -99,11 +120,19 @@ def evaluate_model(
     manifest = read_manifest(manifest_uri)
     if case_ids is not None:
         manifest = manifest[manifest["case_id"].isin(case_ids)]
-    with tempfile.TemporaryDirectory() as tmp:
-        mstore, mkey = open_uri(model_uri, settings)
-        path = Path(tmp) / "model.keras"
-        path.write_bytes(mstore.read_bytes(mkey))
-        model = load_model(path)
+    predictor = load_predictor(model_uri, settings)
+    plan_digest = predictor.plan.preprocess.digest()
+    other = sorted(set(manifest["params_digest"]) - {plan_digest})
+    if other:
+        raise ValueError(
+            f"{name}: arrays preprocessed with parameters {other}, but the model's plan preprocesses "
+            f"with {plan_digest}: preprocess the set with the plan's parameters"
+        )
+    if threshold is None:
+        threshold = predictor.plan.threshold
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        return predictor.predict_preprocessed(image[None])[0]
 
     predictions: dict[str, np.ndarray] = {}
     baseline: list[tuple[float, int, int, int]] = []  # (dice, tp, fp, fn) of "whole breast = lesion"
@@ -111,7 +140,7 @@ def evaluate_model(
     def cases() -> Iterator[EvalCase]:
         for row in manifest.itertuples(index=False):
             arrays = read_preprocessed(store, row.npz_key)
-            prob = predict_batch(model, arrays.image[None])[0]
+            prob = predict(arrays.image)
             prob_orig = arrays.transform.to_original(prob, order="linear")
             meta = images.loc[row.case_id]
             truth, lesions = _truth(meta, arrays.transform.original_shape, source)
@@ -128,12 +157,19 @@ def evaluate_model(
                 predictions.pop(next(iter(predictions)))
 
     result = evaluate(cases(), threshold=threshold, n_boot=n_boot, seed=0)
-    split = read_manifest(split_uri)
-    trained_on = set(split.loc[split["split"].isin(["train", "val"]), "case_id"])
-    train_manifest = read_manifest(train_manifest_uri)
-    findings = leakage_audit(train_manifest[train_manifest["case_id"].isin(trained_on)], manifest)
+    findings: list[str] | None = None
+    if train_manifest_uri is not None and split_uri is not None:
+        split = read_manifest(split_uri)
+        trained_on = set(split.loc[split["split"].isin(["train", "val"]), "case_id"])
+        train_manifest = read_manifest(train_manifest_uri)
+        findings = leakage_audit(train_manifest[train_manifest["case_id"].isin(trained_on)], manifest)
     metrics = result.to_dict()
-    metrics["leakage_audit"] = findings or ["no overlap of patients or image content with the training data"]
+    metrics["eval_set"] = eval_set_fingerprint(manifest.to_dict("records"))
+    metrics["plan"] = predictor.plan.to_dict()  # how the model was applied (threshold included)
+    if findings is None:
+        metrics["leakage_audit"] = ["not run: no training manifest and split given"]
+    else:
+        metrics["leakage_audit"] = findings or ["no overlap of patients or image content with the training data"]
     metrics["suspicious"] = bool(is_suspicious(result))
     if baseline:
         b = np.array(baseline, dtype=float)
@@ -160,7 +196,7 @@ def evaluate_model(
         if pred is None:  # evicted: predict again
             row = manifest[manifest["case_id"] == case_id].iloc[0]
             arrays = read_preprocessed(store, row["npz_key"])
-            pred = arrays.transform.to_original(predict_batch(model, arrays.image[None])[0]) >= threshold
+            pred = arrays.transform.to_original(predict(arrays.image), order="linear") >= threshold
         case_dice = float(result.per_image.set_index("case_id").loc[case_id, "dice"])
         items.append((image, truth, pred, f"{label}: {case_id} Dice {case_dice:.2f}"))
     if items:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
 
+import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from pydantic import BaseModel
 
+from mammoseg.publish import DataSplitSummary
 from mammoseg.settings import get_settings
 from mammoseg.storage import open_store, open_uri
-from tasks.evaluate import EvalOutcome
+from tasks.evaluate import ScoredSet
 from tasks.retry import IO_RETRIES
 from tasks.train import SplitOutcome, TrainOutcome, read_manifest
 
@@ -20,6 +21,7 @@ from tasks.train import SplitOutcome, TrainOutcome, read_manifest
 class PublishOutcome(BaseModel):
     version: str
     model_uri: str
+    plan_uri: str | None
     metrics_uri: str
     model_card_uri: str
     promoted: bool
@@ -35,15 +37,21 @@ def publish_model(
     trained: TrainOutcome,
     split: SplitOutcome,
     train_manifest_uri: str,
-    heldout_manifest_uri: str,
-    heldout: EvalOutcome,
-    internal: EvalOutcome | None,
-    datasets: dict[str, str],
+    heldout_manifest_uris: dict[str, str],
+    scored: list[ScoredSet],
+    primary: str,
     promote_metric: str,
 ) -> PublishOutcome:
+    """Publish the run's model with its plan, metrics per evaluated set and model card; promote
+    it if it beats the champion on the ``primary`` set (``primary_set`` in ``metrics.json``).
+
+    ``train_manifest_uri``: the combined training manifest (``dataset`` column);
+    ``heldout_manifest_uris``: held-out dataset → its manifest (for the model card's counts).
+    """
+    from mammoseg.plan import ModelPlan
     from mammoseg.publish import (
-        DataSplitSummary,
-        eval_set_fingerprint,
+        EvaluatedSet,
+        combined_metrics,
         make_version_id,
         model_card,
         promote_if_better,
@@ -54,54 +62,59 @@ def publish_model(
     settings = get_settings()
     store = open_store(store_url, settings)
     train_manifest = read_manifest(train_manifest_uri)
-    heldout_manifest = read_manifest(heldout_manifest_uri)
     split_table = read_manifest(split.split_uri)
-    metrics: dict[str, Any] = dict(heldout.metrics)
-    metrics["eval_set"] = eval_set_fingerprint(heldout_manifest.to_dict("records"))
-    metrics["heldout_dataset"] = datasets["heldout"]
+    evaluations = [
+        EvaluatedSet(name=s.name, dataset=s.dataset, kind=s.kind, metrics=s.outcome.metrics,
+                     leakage_findings=s.outcome.leakage_findings)
+        for s in scored
+    ]
+    metrics = combined_metrics(evaluations, primary)
     metrics["run_id"] = run_id
     metrics["validation"] = {"best_val_dice": trained.best_val_dice, "best_epoch": trained.best_epoch}
-    if internal is not None:
-        metrics["internal_test"] = {
-            k: internal.metrics.get(k) for k in ("dice_mean", "iou_mean", "dice_pooled", "n_cases", "n_patients", "ci95")
-        }
     merged = train_manifest.merge(split_table[["case_id", "split"]], on="case_id")
     data = [
-        DataSplitSummary(datasets["train"], s, int((merged["split"] == s).sum()),
-                         int(merged.loc[merged["split"] == s, "patient_id"].nunique()),
-                         int(merged.loc[merged["split"] == s, "n_lesions"].sum()))
+        _counts(dataset, s, part[part["split"] == s])
+        for dataset, part in merged.groupby("dataset", sort=True)
         for s in ("train", "val", "test")
-    ] + [DataSplitSummary(datasets["heldout"], "held-out test", len(heldout_manifest),
-                          int(heldout_manifest["patient_id"].nunique()), int(heldout_manifest["n_lesions"].sum()))]
+    ]
+    data += [_counts(dataset, "held-out test", read_manifest(uri)) for dataset, uri in heldout_manifest_uris.items()]
     data_manifest = [
-        {"key": r.npz_key, "etag": r.npz_etag, "case_id": r.case_id, "split": r.split}
+        {"key": r.npz_key, "etag": r.npz_etag, "case_id": r.case_id, "dataset": r.dataset, "split": r.split}
         for r in merged.itertuples(index=False)
         if r.split in ("train", "val")
     ]
+    datasets = {"train": sorted(merged["dataset"].unique().tolist()), "heldout": list(heldout_manifest_uris)}
     training_config = {"model": trained.model_config_, "training": trained.train_config, "threshold": trained.threshold,
-                       "history": trained.history, "run_id": run_id, "datasets": datasets}
+                       "history": trained.history, "run_id": run_id, "datasets": datasets, "primary_set": primary}
+    pstore, pkey = open_uri(trained.plan_uri, settings)
+    plan = ModelPlan.from_json(pstore.read_bytes(pkey))
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.keras"
         mstore, mkey = open_uri(trained.model_uri, settings)
         path.write_bytes(mstore.read_bytes(mkey))
         version = make_version_id(path)
         card = model_card(version=version, data=data, metrics=metrics, training_config=training_config,
-                          leakage_findings=heldout.leakage_findings)
-        published = publish_version(store, model_file=path, training_config=training_config,
+                          evaluations=evaluations, primary=primary)
+        published = publish_version(store, model_file=path, training_config=training_config, plan=plan,
                                     data_manifest=data_manifest, metrics=metrics, model_card_md=card, version=version)
     decision = promote_if_better(store, published.version, metric=promote_metric)
     pointer = read_pointer(store)
     logger = get_run_logger()
-    logger.info("published model version %s: %s", published.version, decision.reason)
+    logger.info("published model version %s (gate on %s): %s", published.version, primary, decision.reason)
     create_link_artifact(key="published-model", link=published.model_uri, link_text=f"model {published.version}",
                          description="the .keras file of this run's model version")
     create_markdown_artifact(key="model-card", markdown=card, description=f"model card {published.version}")
     return PublishOutcome(
         version=published.version,
         model_uri=published.model_uri,
+        plan_uri=published.plan_uri,
         metrics_uri=published.metrics_uri,
         model_card_uri=published.model_card_uri,
         promoted=decision.promoted,
         gate_reason=decision.reason,
         current_version=pointer.version if pointer else None,
     )
+
+
+def _counts(dataset: str, split: str, rows: pd.DataFrame) -> DataSplitSummary:
+    return DataSplitSummary(dataset, split, len(rows), int(rows["patient_id"].nunique()), int(rows["n_lesions"].sum()))

@@ -24,6 +24,9 @@ Rules (also in ``docs/evaluation.md``):
   at most the rate — an achievable operating point, not an interpolation. When no swept
   threshold is that strict it returns 0.0 (the curve's implicit start: a threshold above every
   score detects nothing), a lower bound.
+* :func:`lesion_list` is the detection *output* of one image (what ``mammoseg predict`` writes):
+  the components of ``prob >= threshold`` with their scores, highest score first, at most
+  ``top_k``.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from mammoseg.evaluation.metrics import EvaluationInputError, as_mask, as_prob
+from mammoseg.evaluation.metrics import EvaluationInputError, as_mask, as_prob, binarize
 
 #: Thresholds swept for the FROC curve.
 DEFAULT_FROC_THRESHOLDS: Final = np.round(np.append(np.arange(0.05, 0.951, 0.05), 0.99), 2)
@@ -102,6 +105,49 @@ def components(
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class DetectedLesion:
+    """One lesion of the detection output: a component of ``prob >= threshold``.
+
+    ``score`` is the highest probability inside; ``bbox`` is ``(y0, x0, y1, x1)`` with exclusive
+    ends; ``area`` in pixels; ``centroid`` is ``(y, x)``. Pixel coordinates of the map it was
+    computed on, top-left origin.
+    """
+
+    score: float
+    bbox: tuple[int, int, int, int]
+    area: int
+    centroid: tuple[float, float]
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain JSON types only: ``{"score", "bbox": [y0, x0, y1, x1], "area", "centroid": [y, x]}``."""
+        return {
+            "score": float(self.score),
+            "bbox": [int(v) for v in self.bbox],
+            "area": int(self.area),
+            "centroid": [float(v) for v in self.centroid],
+        }
+
+
+def lesion_list(
+    prob: np.ndarray, threshold: float, *, min_area: int = 1, top_k: int = 5
+) -> list[DetectedLesion]:
+    """The detected lesions of one probability map, highest score first, at most ``top_k``.
+
+    The 8-connected components of ``prob >= threshold`` (compared in the map's dtype, as
+    :func:`~mammoseg.evaluation.metrics.binarize` does) with at least ``min_area`` pixels. Equal
+    scores keep raster order (top-most first).
+    """
+    if top_k < 1:
+        raise EvaluationInputError("top_k must be >= 1")
+    comps = components(binarize(prob, threshold), min_area, prob=prob)
+    ranked = sorted(comps, key=lambda c: -c.score)  # stable: ties stay in raster order
+    return [
+        DetectedLesion(score=c.score, bbox=c.bbox, area=c.area, centroid=c.centroid)
+        for c in ranked[:top_k]
+    ]
 
 
 # -- lesions --------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ memory use does not grow with image size × number of cases.
 
 Headline numbers: mean per-image Dice and IoU and the pooled Dice, each with a 95 %
 patient-clustered bootstrap interval; a subgroup table (every subgroup key of the cases plus the
-lesion size bin); the detection view (sensitivity at 1 and 2 false positives per image, FROC
-points). ``EvaluationResult.definitions`` states every rule in words, and goes wherever the
+lesion size bin); the detection view (sensitivity at 0.5, 1 and 2 false positives per image,
+FROC points). ``EvaluationResult.definitions`` states every rule in words, and goes wherever the
 numbers go.
 """
 
@@ -74,6 +74,7 @@ class EvalCase:
 class DetectionSummary:
     """Lesion-level results (no confidence interval)."""
 
+    sensitivity_at_0_5fp: float
     sensitivity_at_1fp: float
     sensitivity_at_2fp: float
     sensitivity_at_threshold: float
@@ -151,6 +152,7 @@ class EvaluationResult:
             "threshold": self.threshold,
             "subgroups": sub,
             "detection": {
+                "sensitivity_at_0_5fp": det.sensitivity_at_0_5fp,
                 "sensitivity_at_1fp": det.sensitivity_at_1fp,
                 "sensitivity_at_2fp": det.sensitivity_at_2fp,
                 "sensitivity_at_threshold": det.sensitivity_at_threshold,
@@ -202,8 +204,9 @@ class EvaluationResult:
         lines += [
             "",
             (
-                f"**Detection** ({d.n_lesions} lesions): sensitivity {num(d.sensitivity_at_1fp)} at "
-                f"1 FP/image, {num(d.sensitivity_at_2fp)} at 2 FP/image; at the threshold "
+                f"**Detection** ({d.n_lesions} lesions): sensitivity {num(d.sensitivity_at_0_5fp)} at "
+                f"0.5 FP/image, {num(d.sensitivity_at_1fp)} at 1 FP/image, "
+                f"{num(d.sensitivity_at_2fp)} at 2 FP/image; at the threshold "
                 f"{num(d.sensitivity_at_threshold)} with {num(d.fp_per_image_at_threshold)} FP/image."
             ),
             "",
@@ -344,6 +347,7 @@ def evaluate(
     froc = froc_from_counts(counts)
     at_thr = froc[np.isclose(froc["threshold"], float(threshold))].iloc[0]
     detection = DetectionSummary(
+        sensitivity_at_0_5fp=sensitivity_at_fp(froc, 0.5),
         sensitivity_at_1fp=sensitivity_at_fp(froc, 1.0),
         sensitivity_at_2fp=sensitivity_at_fp(froc, 2.0),
         sensitivity_at_threshold=float(at_thr["sensitivity"]),

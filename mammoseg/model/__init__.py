@@ -1,9 +1,12 @@
-"""The U-Net, its losses and its monitoring metrics (Keras 3, backend-agnostic).
+"""The U-Net, its custom layers, losses and monitoring metrics (Keras 3, backend-agnostic).
 
 Importing this package does not import Keras: names are resolved on first use, so the data layer
 (ingest / validate / preprocess) never pulls a deep-learning backend. In particular, importing it
-does not yet register the custom losses/metrics with Keras: call :func:`custom_objects` (or import
-``mammoseg.model.losses`` / ``.metrics``) before ``keras.saving.load_model(..., compile=True)``.
+does not yet register the custom layer, losses and metrics with Keras: call
+:func:`custom_objects` (or import ``mammoseg.model.layers`` / ``.losses`` / ``.metrics``) before
+``keras.saving.load_model``, with ``compile=False`` too when the model has an ``input_norm``
+layer (Keras imports the module of a custom class from a saved config only for its own
+packages).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 _EXPORTS = {
     "UNetConfig": "mammoseg.model.unet",
     "build_unet": "mammoseg.model.unet",
+    "BreastNormalization": "mammoseg.model.layers",
     "BinaryFocalLoss": "mammoseg.model.losses",
     "DiceLoss": "mammoseg.model.losses",
     "FocalDiceLoss": "mammoseg.model.losses",
@@ -26,13 +30,15 @@ __all__ = list(_EXPORTS) + ["custom_objects"]
 
 
 def custom_objects() -> dict[str, Any]:
-    """Register (by importing) and return the serialisable custom losses and metrics.
+    """Register (by importing) and return the serialisable custom layers, losses and metrics.
 
-    Keys are the registered names (``"mammoseg>FocalDiceLoss"``, …); the model itself uses only
-    built-in layers, so ``load_model(path, compile=False)`` needs none of them.
+    Keys are the registered names (``"mammoseg>BreastNormalization"``,
+    ``"mammoseg>FocalDiceLoss"``, …). Call it before ``keras.saving.load_model``: a model built
+    with ``input_norm="breast"`` needs the layer registered even with ``compile=False``.
     """
     import keras
 
+    importlib.import_module("mammoseg.model.layers")
     importlib.import_module("mammoseg.model.losses")
     importlib.import_module("mammoseg.model.metrics")
     return {

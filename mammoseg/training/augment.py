@@ -3,7 +3,14 @@
 One random affine map (flip, rotation, zoom, shift) is drawn per sample and applied **once** to
 the image and the mask stacked as two channels of one tensor (``ImageProjectiveTransformV3``,
 bilinear, zeros outside), so the two can never drift apart. The mask channel is re-thresholded
-at 0.5 afterwards, so it stays exactly 0/1. Brightness and contrast touch the image channel only.
+at 0.5 afterwards, so it stays exactly 0/1.
+
+Intensity augmentation then touches the image only, never the mask: gamma, contrast, brightness,
+Gaussian blur, Gaussian noise. It imitates the spread between scanners and between digitised film
+and digital detectors. Gamma, blur and noise act only on the breast (the pixels > 0 after the
+warp; preprocessing blanks the background to exactly 0), so the background stays exactly 0 and a
+per-breast input normalisation (``UNetConfig.input_norm="breast"``) still finds the breast;
+contrast and brightness do so too with ``keep_background=True``.
 
 Randomness is *stateless*: the same ``seed`` tensor gives the same output, on any machine.
 :class:`AugmentConfig` imports nothing heavy; TensorFlow is imported inside the functions.
@@ -20,6 +27,9 @@ if TYPE_CHECKING:
 
 FlipAxis = Literal["vertical", "horizontal", "both"]
 
+_MAX_GAMMA = 4.0  # γ up to 5 or down to 1/5: far beyond any real detector response
+_MAX_BLUR_SIGMA = 16.0  # pixels; the kernel spans ±3σ
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -33,10 +43,27 @@ class AugmentConfig:
     * ``shift``: translation in ``[-shift, +shift]`` × image size, per axis.
     * ``zoom``: scale factor in ``[1 - zoom, 1 + zoom]`` (> 1 enlarges the content).
     * ``brightness``: additive offset in ``[-brightness, +brightness]`` (image in 0..1).
-    * ``contrast``: factor in ``[1 - contrast, 1 + contrast]`` about the image mean.
+    * ``contrast``: factor in ``[1 - contrast, 1 + contrast]`` about the image mean (the breast
+      mean with ``keep_background``).
+    * ``keep_background``: apply contrast and brightness to the breast only, so the background
+      stays exactly 0 (set it with ``UNetConfig.input_norm="breast"``: a brightened background
+      would count as breast there). ``False`` (the default) keeps the original whole-image
+      behaviour of these two.
+    * ``gamma`` = g: with probability ``gamma_prob``, breast pixels ``x`` (0..1) become
+      ``x**γ``, γ drawn log-uniformly in ``[1/(1+g), 1+g]`` (γ < 1 brightens the dense tissue
+      band, γ > 1 darkens it: a film / detector response curve).
+    * ``blur_sigma``: with probability ``blur_prob``, a Gaussian blur of the breast, sigma drawn
+      in ``[0, blur_sigma]`` pixels (the unsharpness of scanned film). The blur is normalised by
+      the blurred breast mask, so the breast edge does not darken from the black background.
+    * ``noise_std``: with probability ``noise_prob``, additive Gaussian noise on the breast, its
+      std drawn in ``[0, noise_std]`` (image in 0..1).
     * ``seed``: seed of the per-sample random stream in :func:`mammoseg.training.dataset`.
 
-    The image is clipped to 0..1 afterwards; pixels moved in from outside are 0 (background).
+    Order: warp, gamma, contrast, brightness, blur, noise, clip to 0..1. Pixels moved in from
+    outside are 0 (background). Every magnitude at 0 switches its op off (the ``*_prob``
+    fields only matter once it is on), and the defaults of the later fields (``gamma``,
+    ``blur_sigma``, ``noise_std``, ``keep_background``) leave the output bit-identical to the
+    version before them; :meth:`from_dict` accepts the dicts older versions wrote.
     """
 
     flip: bool = True
@@ -47,6 +74,13 @@ class AugmentConfig:
     brightness: float = 0.1
     contrast: float = 0.1
     seed: int = 0
+    keep_background: bool = False
+    gamma: float = 0.0
+    gamma_prob: float = 1.0
+    blur_sigma: float = 0.0
+    blur_prob: float = 1.0
+    noise_std: float = 0.0
+    noise_prob: float = 1.0
 
     def __post_init__(self) -> None:
         problems = []
@@ -64,6 +98,15 @@ class AugmentConfig:
             problems.append(f"brightness must be in [0, 1] (got {self.brightness})")
         if not 0 <= self.contrast < 1:
             problems.append(f"contrast must be in [0, 1) (got {self.contrast})")
+        if not 0 <= self.gamma <= _MAX_GAMMA:
+            problems.append(f"gamma must be in [0, {_MAX_GAMMA}] (got {self.gamma})")
+        if not 0 <= self.blur_sigma <= _MAX_BLUR_SIGMA:
+            problems.append(f"blur_sigma must be in [0, {_MAX_BLUR_SIGMA}] (got {self.blur_sigma})")
+        if not 0 <= self.noise_std <= 1:
+            problems.append(f"noise_std must be in [0, 1] (got {self.noise_std})")
+        for name in ("gamma_prob", "blur_prob", "noise_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                problems.append(f"{name} must be in [0, 1] (got {getattr(self, name)})")
         if problems:
             raise ValueError("invalid AugmentConfig: " + "; ".join(problems))
 
@@ -80,12 +123,30 @@ class AugmentConfig:
 
 # Positions in the per-sample uniform draw.
 _FLIP_X, _FLIP_Y, _ANGLE, _ZOOM, _SHIFT_X, _SHIFT_Y, _BRIGHT, _CONTRAST = range(8)
+# Positions in the second draw (a stream of its own: the first one stays as it always was).
+_GAMMA, _GAMMA_ON, _BLUR, _BLUR_ON, _NOISE, _NOISE_ON = range(6)
+_INTENSITY_STREAM, _NOISE_STREAM = 1, 2
 
 
 def _uniforms(seed: tf.Tensor) -> tf.Tensor:
     import tensorflow as tf
 
     return tf.random.stateless_uniform([8], seed=tf.cast(seed, tf.int64), dtype=tf.float32)
+
+
+def _substream(seed: tf.Tensor, stream: int) -> tf.Tensor:
+    """A seed derived from ``seed`` for an independent stateless stream number ``stream``."""
+    import tensorflow as tf
+
+    return tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), stream)
+
+
+def _intensity_uniforms(seed: tf.Tensor) -> tf.Tensor:
+    import tensorflow as tf
+
+    return tf.random.stateless_uniform(
+        [6], seed=_substream(seed, _INTENSITY_STREAM), dtype=tf.float32
+    )
 
 
 def affine_transform(config: AugmentConfig, size: int, seed: tf.Tensor) -> tf.Tensor:
@@ -121,13 +182,49 @@ def affine_transform(config: AugmentConfig, size: int, seed: tf.Tensor) -> tf.Te
     return tf.stack([m00, m01, off_x, m10, m11, off_y, zero, zero])
 
 
+def _gaussian_kernel(sigma: tf.Tensor, radius: int) -> tf.Tensor:
+    """1-D Gaussian weights over ``[-radius, radius]``, summing to 1; ``sigma`` -> 0 is a delta."""
+    import tensorflow as tf
+
+    k = tf.range(-radius, radius + 1, dtype=tf.float32)
+    sigma = tf.maximum(sigma, 1e-3)
+    w = tf.exp(-0.5 * tf.square(k / sigma))
+    return w / tf.reduce_sum(w)
+
+
+def breast_blur(
+    image: tf.Tensor, breast: tf.Tensor, sigma: tf.Tensor, max_sigma: float
+) -> tf.Tensor:
+    """Gaussian blur (``sigma`` px) of ``image`` ``[S, S, 1]`` within the bool ``breast`` mask.
+
+    Normalised convolution: ``blur(image·breast) / blur(breast)``, so background pixels do not
+    leak into the breast (no dark rim at the skin line). ``max_sigma`` fixes the kernel size
+    (``±ceil(3·max_sigma)``). Values outside the breast are meaningless; callers select.
+    """
+    import tensorflow as tf
+
+    radius = max(1, math.ceil(3.0 * max_sigma))
+    w = _gaussian_kernel(sigma, radius)
+    weight = tf.cast(breast, tf.float32)
+    both = tf.concat([image * weight, weight], axis=-1)[tf.newaxis]  # [1, S, S, 2]
+    ones = tf.ones([1, 1, 2, 1], tf.float32)
+    both = tf.nn.depthwise_conv2d(
+        both, tf.reshape(w, [-1, 1, 1, 1]) * ones, strides=[1, 1, 1, 1], padding="SAME"
+    )
+    both = tf.nn.depthwise_conv2d(
+        both, tf.reshape(w, [1, -1, 1, 1]) * ones, strides=[1, 1, 1, 1], padding="SAME"
+    )[0]
+    return both[..., :1] / tf.maximum(both[..., 1:], 1e-12)
+
+
 def augment_pair(
     image: tf.Tensor, mask: tf.Tensor, config: AugmentConfig, seed: tf.Tensor
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Augment one sample: ``image`` float32 ``[S, S, 1]`` in 0..1, ``mask`` float32 0/1 same shape.
 
     ``seed`` is an int tensor of shape ``[2]`` (stateless randomness). Returns new tensors of the
-    same shapes; the mask is exactly 0/1; the inputs are not modified.
+    same shapes; the mask is exactly 0/1 and only warped (never touched by an intensity op); the
+    inputs are not modified.
     """
     import tensorflow as tf
 
@@ -143,15 +240,51 @@ def augment_pair(
     )[0]
     out_image = warped[..., :1]
     out_mask = tf.cast(warped[..., 1:] >= 0.5, tf.float32)
-
-    u = _uniforms(seed)
-    if config.contrast > 0:
-        factor = 1.0 + (2.0 * u[_CONTRAST] - 1.0) * config.contrast
-        mean = tf.reduce_mean(out_image)
-        out_image = (out_image - mean) * factor + mean
-    if config.brightness > 0:
-        out_image = out_image + (2.0 * u[_BRIGHT] - 1.0) * config.brightness
-    out_image = tf.clip_by_value(out_image, 0.0, 1.0)
+    out_image = _intensity(out_image, config, seed)
     out_image.set_shape(image.shape)
     out_mask.set_shape(mask.shape)
     return out_image, out_mask
+
+
+def _intensity(image: tf.Tensor, config: AugmentConfig, seed: tf.Tensor) -> tf.Tensor:
+    """The intensity part of :func:`augment_pair` on the warped image; see :class:`AugmentConfig`.
+
+    An op whose magnitude is 0 is not even built, so the result is bit-identical to the
+    pipeline without it.
+    """
+    import tensorflow as tf
+
+    breast = image > 0.0  # before any intensity op: the region they may touch
+    u = _uniforms(seed)
+    v = _intensity_uniforms(seed)
+    if config.gamma > 0:
+        exponent = tf.exp((2.0 * v[_GAMMA] - 1.0) * math.log1p(config.gamma))
+        on = v[_GAMMA_ON] < config.gamma_prob
+        powered = tf.pow(tf.clip_by_value(image, 0.0, 1.0), exponent)
+        image = tf.where(breast & on, powered, image)
+    if config.contrast > 0:
+        factor = 1.0 + (2.0 * u[_CONTRAST] - 1.0) * config.contrast
+        if config.keep_background:
+            weight = tf.cast(breast, tf.float32)
+            mean = tf.reduce_sum(image * weight) / tf.maximum(tf.reduce_sum(weight), 1.0)
+        else:
+            mean = tf.reduce_mean(image)
+        image = (image - mean) * factor + mean
+    if config.brightness > 0:
+        image = image + (2.0 * u[_BRIGHT] - 1.0) * config.brightness
+    if config.blur_sigma > 0:
+        sigma = v[_BLUR] * config.blur_sigma
+        on = v[_BLUR_ON] < config.blur_prob
+        blurred = breast_blur(image, breast, sigma, config.blur_sigma)
+        image = tf.where(breast & on, blurred, image)
+    if config.noise_std > 0:
+        std = v[_NOISE] * config.noise_std
+        on = v[_NOISE_ON] < config.noise_prob
+        noise = tf.random.stateless_normal(
+            tf.shape(image), seed=_substream(seed, _NOISE_STREAM), dtype=tf.float32
+        )
+        image = tf.where(breast & on, image + std * noise, image)
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    if config.keep_background:
+        image = tf.where(breast, image, tf.zeros_like(image))
+    return image

@@ -56,8 +56,14 @@ def patient_split(
     test_fraction: float = 0.15,
     seed: int = 0,
     stratify_cols: Sequence[str] = ("pathology", "abnormality_types"),
+    group_col: str | None = None,
 ) -> pd.Series:
     """``'train'`` / ``'val'`` / ``'test'`` for each row of ``images`` (same index), by patient.
+
+    ``group_col`` (e.g. ``"dataset"`` when several datasets are trained on together): each group
+    is split on its own, with the same fractions and strata, so every group reaches every split
+    its patient count allows (pooled, a small dataset could land wholly in one split). A patient
+    must not appear in two groups.
 
     Fractions are of *images*. Patients are grouped into strata by their dominant label
     (:func:`patient_labels`); strata with too few patients to reach every split
@@ -82,6 +88,21 @@ def patient_split(
     result = pd.Series(pd.NA, index=images.index, dtype="string", name="split")
     if len(images) == 0:
         return result
+    if group_col is not None:
+        if group_col not in images.columns:
+            raise ValueError(f"group column {group_col!r} not in the image table")
+        groups_per_patient = images.groupby("patient_id")[group_col].nunique()
+        shared = sorted(groups_per_patient.index[groups_per_patient > 1])
+        if shared:
+            raise ValueError(f"{len(shared)} patient(s) in more than one {group_col}: {shared[:3]}")
+        parts = [
+            patient_split(
+                part, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed,
+                stratify_cols=stratify_cols,
+            )
+            for _, part in images.groupby(group_col, sort=True, dropna=False)
+        ]
+        return pd.concat(parts).reindex(images.index).astype("string").rename("split")
 
     targets = np.array([1.0 - val_fraction - test_fraction, val_fraction, test_fraction])
     labels = patient_labels(images, stratify_cols)
@@ -106,3 +127,33 @@ def patient_split(
             assignment[pid] = SPLITS[split]
             given[split] += sizes.loc[pid]
     return images["patient_id"].map(assignment).astype("string").rename("split")
+
+
+def patient_folds(images: pd.DataFrame, k: int, *, seed: int = 0, group_col: str = "patient_id") -> pd.Series:
+    """Fold number ``0..k-1`` for each row of ``images`` (same index), whole patients per fold.
+
+    For k-fold cross-validation (nnU-Net's default of five): every patient's images land in one
+    fold, so a fold's test images come from patients the other folds' models never saw.
+    Patients are shuffled (``seed``), then taken largest first and each given to the fold with
+    the fewest images so far (folds within one patient's size of each other). With a
+    ``group_col`` other than ``patient_id`` (e.g. a dataset column joined to it) the same holds
+    for that grouping. Raises ``ValueError`` for ``k < 2``, missing groups, or fewer groups
+    than folds.
+    """
+    if k < 2:
+        raise ValueError(f"k must be >= 2 (got {k})")
+    if group_col not in images.columns or images[group_col].isna().any():
+        raise ValueError(f"every image needs a {group_col!r} to be assigned to a fold")
+    sizes = images.groupby(group_col, sort=True).size()
+    if len(sizes) < k:
+        raise ValueError(f"{len(sizes)} patient(s) cannot fill {k} folds")
+    rng = np.random.default_rng(seed)
+    patients = sizes.index.to_numpy(dtype=object)[rng.permutation(len(sizes))]
+    order = np.argsort(-sizes.loc[patients].to_numpy(), kind="stable")
+    load = np.zeros(k)
+    assignment: dict[object, int] = {}
+    for pid in patients[order]:
+        fold = int(np.argmin(load))  # ties: the lowest fold number
+        assignment[pid] = fold
+        load[fold] += sizes.loc[pid]
+    return images[group_col].map(assignment).astype(int).rename("fold")

@@ -383,14 +383,16 @@ def _callback_classes() -> tuple[type, type]:
             _write_json_atomic(self.path, self.state)
 
     class EpochHook(keras.callbacks.Callback):
-        """Calls ``fn(epoch_1_based, logs_as_floats)`` after each epoch (after the backup)."""
+        """Calls ``fn(epoch_1_based, logs_as_floats)`` after each epoch (after the backup); a
+        ``True`` return value stops training after this epoch (e.g. a time budget)."""
 
-        def __init__(self, fn: Callable[[int, dict], None]) -> None:
+        def __init__(self, fn: Callable[[int, dict], bool | None]) -> None:
             super().__init__()
             self.fn = fn
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            self.fn(epoch + 1, {k: _to_float(v) for k, v in (logs or {}).items()})
+            if self.fn(epoch + 1, {k: _to_float(v) for k, v in (logs or {}).items()}):
+                self.model.stop_training = True
 
     return RunState, EpochHook
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from flows.retrain import retrain_flow
 from mammoseg.cli import app
 from mammoseg.layout import new_run_id
-from mammoseg.params import RetrainParams
-from mammoseg.publish import read_pointer
+from mammoseg.params import DatasetSource, RetrainParams
+from mammoseg.publish import read_pointer, read_version
 from mammoseg.settings import get_settings
 from mammoseg.storage import open_store
 from tasks.synth import synthesize
@@ -27,13 +29,15 @@ def test_retrain_end_to_end_on_s3_then_predict(s3_bucket: str, tmp_path) -> None
     store_url = f"s3://{s3_bucket}/pipeline"
     data = synthesize(store_url=store_url, patients=6, height=128, width=96, mias_images=4, mias_size=64, bad=0, seed=1)
     result = retrain_flow(
-        "cbis-ddsm", data["cbis_source_url"], "mini-mias", data["mias_source_url"], store_url, new_run_id(), TINY
+        [DatasetSource(dataset="cbis-ddsm", source_url=data["cbis_source_url"])],
+        [DatasetSource(dataset="mini-mias", source_url=data["mias_source_url"])],
+        store_url, new_run_id(), TINY,
     )
     # published, and promoted because there is no champion yet
     store = open_store(store_url, get_settings())
     assert result.promoted and read_pointer(store).version == result.version
     version = f"models/versions/{result.version}"
-    for name in ("model.keras", "training_config.json", "data_manifest.json", "metrics.json", "MODEL_CARD.md", "COMPLETE"):
+    for name in ("model.keras", "plan.json", "training_config.json", "data_manifest.json", "metrics.json", "MODEL_CARD.md", "COMPLETE"):
         assert store.exists(f"{version}/{name}"), name
     manifest = json.loads(store.read_bytes(f"{version}/data_manifest.json"))
     assert manifest and all(row["etag"] and row["key"].startswith("preprocessed/") for row in manifest)
@@ -42,6 +46,7 @@ def test_retrain_end_to_end_on_s3_then_predict(s3_bucket: str, tmp_path) -> None
     for key in ("dice_mean", "iou_mean", "dice_pooled", "n_cases", "ci95", "threshold", "leakage_audit"):
         assert key in m
     assert m["n_cases"] >= 1 and set(m["ci95"]) >= {"dice_mean", "iou_mean", "dice_pooled"}
+    assert result.primary == "heldout-mini-mias" and m["eval_set"]
     assert sum(result.split.values()) >= 6
 
     # predict on a 16-bit PNG in its own geometry, with the published model
@@ -55,8 +60,9 @@ def test_retrain_end_to_end_on_s3_then_predict(s3_bucket: str, tmp_path) -> None
                               "--out", str(out), "--json"], env={})
     assert res.exit_code == 0, res.output
     payload = json.loads(res.stdout)
-    mask = cv2.imread(payload["mask"], cv2.IMREAD_UNCHANGED)
-    assert "mask" in payload["mask"] and mask.shape == image.shape and set(np.unique(mask)) <= {0, 255}
+    [done] = payload["results"]
+    mask = cv2.imread(done["mask"], cv2.IMREAD_UNCHANGED)
+    assert "mask" in done["mask"] and mask.shape == image.shape and set(np.unique(mask)) <= {0, 255}
     assert payload["threshold"] == pytest.approx(json.loads(store.read_bytes(f"{version}/training_config.json"))["threshold"])
 
     # and on a MONOCHROME1 DICOM: the mask comes back in the DICOM's own geometry
@@ -67,4 +73,68 @@ def test_retrain_end_to_end_on_s3_then_predict(s3_bucket: str, tmp_path) -> None
     res = runner.invoke(app, ["predict", "--model", store.uri(f"{version}/model.keras"), "--image", str(dcm),
                               "--out", str(out), "--json"])
     assert res.exit_code == 0, res.output
-    assert cv2.imread(json.loads(res.stdout)["mask"], cv2.IMREAD_UNCHANGED).shape == image.shape
+    assert cv2.imread(json.loads(res.stdout)["results"][0]["mask"], cv2.IMREAD_UNCHANGED).shape == image.shape
+
+
+def test_retrain_on_two_datasets_scores_each_and_publishes_the_plan(tmp_path) -> None:
+    """Two training sets (synthetic CBIS-DDSM + synthetic mini-MIAS) and one held-out set:
+    per-dataset figures everywhere, the plan published with the model."""
+    from mammoseg.inference import load_predictor
+    from mammoseg.synth import MiasSynthParams, generate_mias
+
+    store_url = (tmp_path / "store").as_uri()
+    settings = get_settings()
+    store = open_store(store_url, settings)
+    data = synthesize(store_url=store_url, patients=6, height=128, width=96, mias_images=6, mias_size=64, seed=1)
+    # The held-out MIAS-format set: its own images, but the generator names files mdb001… as in
+    # the training set, and ids are pseudonyms of dataset + file name: drop the shared names.
+    generate_mias(store, MiasSynthParams(n_women=12, size=64, seed=2, prefix="raw/heldout-mias"))
+    for number in range(1, 7):
+        store.delete(f"raw/heldout-mias/mdb{number:03d}.pgm")
+    run_id = new_run_id()
+    params = TINY.model_copy(update={"val_fraction": 0.25, "test_fraction": 0.25})
+    result = retrain_flow(
+        [DatasetSource(dataset="cbis-ddsm", source_url=data["cbis_source_url"]),
+         DatasetSource(dataset="mini-mias", source_url=data["mias_source_url"])],
+        [DatasetSource(dataset="mini-mias-masses", source_url=store.uri("raw/heldout-mias"))],
+        store_url, run_id, params,
+    )
+
+    # every training dataset is in every split, and scored on its own test patients
+    split = pd.read_csv(io.BytesIO(store.read_bytes(f"runs/{run_id}/split.csv")))
+    assert {(d, s) for d, s in zip(split["dataset"], split["split"])} == {
+        (d, s) for d in ("cbis-ddsm", "mini-mias") for s in ("train", "val", "test")
+    }
+    names = ["internal-test-cbis-ddsm", "internal-test-mini-mias", "heldout-mini-mias-masses"]
+    assert [e.name for e in result.evaluations] == names
+    assert [e.kind for e in result.evaluations] == ["internal_test", "internal_test", "heldout"]
+    for e in result.evaluations:
+        scored = json.loads(store.read_bytes(f"runs/{run_id}/evaluation/{e.name}.json"))
+        assert scored["eval_set"] == e.metrics["eval_set"] and scored["n_cases"] >= 1
+    test_cases = {d: set(split.loc[(split["dataset"] == d) & (split["split"] == "test"), "case_id"]) for d in ("cbis-ddsm", "mini-mias")}
+    assert result.evaluations[0].metrics["n_cases"] == len(test_cases["cbis-ddsm"])
+    assert result.evaluations[1].metrics["n_cases"] == len(test_cases["mini-mias"])
+    assert result.primary == "heldout-mini-mias-masses" and result.metrics == result.evaluations[2].metrics
+
+    # the published version: metrics per dataset, in-domain and cross-dataset apart
+    assert result.promoted
+    version = read_version(store, result.version)
+    metrics = json.loads(store.read_bytes(f"models/versions/{result.version}/metrics.json"))
+    assert metrics["primary_set"] == "heldout-mini-mias-masses"
+    assert set(metrics["internal_test"]) == {"cbis-ddsm", "mini-mias"} and set(metrics["heldout"]) == {"mini-mias-masses"}
+    assert metrics["eval_set"] == metrics["heldout"]["mini-mias-masses"]["eval_set"]
+    assert metrics["dice_mean"] == metrics["heldout"]["mini-mias-masses"]["dice_mean"]
+    card = store.read_bytes(f"models/versions/{result.version}/MODEL_CARD.md").decode()
+    assert "## In-domain metrics" in card and "## Cross-dataset metrics" in card
+    for dataset, name in (("cbis-ddsm", names[0]), ("mini-mias", names[1]), ("mini-mias-masses", names[2])):
+        assert f"### {dataset} — {name}" in card
+    assert "| metric (mini-mias-masses, held-out dataset) | value | 95% CI |" in card
+
+    # the plan travels with the model and gives the threshold chosen on validation
+    marker = json.loads(store.read_bytes(f"models/versions/{result.version}/COMPLETE"))
+    assert "plan.json" in marker["files"] and version.plan_uri == result.plan_uri
+    config = json.loads(store.read_bytes(f"models/versions/{result.version}/training_config.json"))
+    predictor = load_predictor(result.model_uri, settings)
+    assert predictor.plan.threshold == pytest.approx(config["threshold"])
+    assert predictor.plan.preprocess.size == params.size and predictor.plan.tta_mirror is params.tta_mirror
+    assert all(e.metrics["threshold"] == pytest.approx(config["threshold"]) for e in result.evaluations)

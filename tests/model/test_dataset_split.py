@@ -86,6 +86,21 @@ def test_rare_strata_are_pooled_so_every_split_gets_patients() -> None:
     assert split.value_counts().to_dict() == {"train": 5, "val": 1, "test": 1}
 
 
+def test_each_dataset_is_split_on_its_own() -> None:
+    # Pooled, the 12 small-dataset patients would be outnumbered; split per dataset, each reaches
+    # every split with its own fractions, and the result equals splitting each part alone.
+    big, small = image_table(60, seed=1), image_table(12, seed=2)
+    small = small.assign(case_id="s" + small["case_id"], patient_id="s" + small["patient_id"])
+    images = pd.concat([big.assign(dataset="big"), small.assign(dataset="small")], ignore_index=True)
+    split = patient_split(images, seed=3, group_col="dataset")
+    assert split.index.equals(images.index)
+    assert pd.crosstab(images["dataset"], split).gt(0).all(axis=None)
+    alone = patient_split(small, seed=3)
+    assert split[images["dataset"] == "small"].tolist() == alone.tolist()
+    with pytest.raises(ValueError, match="more than one dataset"):
+        patient_split(images.assign(patient_id="pt-0"), group_col="dataset")
+
+
 def test_three_patients() -> None:
     # 3 images, targets 2.1 / .45 / .45: train, train (deficit 1.1), then val (tie with test).
     images = pd.DataFrame(

@@ -102,7 +102,7 @@ def test_save_load_round_trip_gives_identical_predictions(tmp_path: Path) -> Non
 
 def test_model_loss_and_metric_sources_use_no_tensorflow() -> None:
     """They must run under the JAX / PyTorch backends too: keras.layers and keras.ops only."""
-    for name in ("unet.py", "losses.py", "metrics.py"):
+    for name in ("unet.py", "layers.py", "losses.py", "metrics.py"):
         text = (REPO / "mammoseg" / "model" / name).read_text(encoding="utf-8")
         assert not re.search(r"^\s*(import|from)\s+tensorflow", text, re.MULTILINE), name
         assert not re.search(r"\btf\.", text), name
@@ -138,3 +138,89 @@ def test_custom_objects_lists_the_registered_losses_and_metrics() -> None:
     assert objects["mammoseg>FocalDiceLoss"] is FocalDiceLoss
     assert objects["mammoseg>DiceScore"] is DiceScore
     assert {"mammoseg>BinaryFocalLoss", "mammoseg>DiceLoss", "mammoseg>IoUScore"} <= set(objects)
+    assert objects["mammoseg>BreastNormalization"] is mammoseg.model.BreastNormalization
+
+
+# A config dict as written before ``norm`` / ``norm_groups`` / ``input_norm`` existed.
+OLD_DICT = {
+    "input_size": 64,
+    "channels": 1,
+    "base_filters": 4,
+    "depth": 2,
+    "dropout": 0.1,
+    "batch_norm": True,
+    "kernel_size": 3,
+}
+
+
+def _signature(model) -> list[tuple[str, str, list[tuple[int, ...]]]]:
+    return [
+        (layer.name, type(layer).__name__, [tuple(w.shape) for w in layer.weights])
+        for layer in model.layers
+    ]
+
+
+@pytest.mark.parametrize(
+    ("batch_norm", "params", "n_layers"), [(True, 7637, 43), (False, 7397, 33)]
+)
+def test_old_config_dicts_load_and_build_the_model_they_built_before(
+    batch_norm: bool, params: int, n_layers: int
+) -> None:
+    """``params`` / ``n_layers``: what the U-Net of ``OLD_DICT`` had before ``norm`` existed."""
+    cfg = UNetConfig.from_dict({**OLD_DICT, "batch_norm": batch_norm})
+    assert cfg.input_norm == "none"
+    assert cfg.normalization == ("batch" if batch_norm else "none")
+    model = build_unet(cfg)
+    assert model.count_params() == params and len(model.layers) == n_layers
+    assert ("enc0_bn1" in {layer.name for layer in model.layers}) is batch_norm
+    assert model.get_layer("enc0_conv1").use_bias is not batch_norm
+    explicit = UNetConfig(
+        input_size=64, base_filters=4, depth=2, norm="batch" if batch_norm else "none"
+    )
+    assert _signature(build_unet(explicit)) == _signature(model)
+
+
+def test_norm_options_build_the_right_layers() -> None:
+    group = build_unet(UNetConfig(input_size=32, base_filters=4, depth=2, norm="group"))
+    gn = group.get_layer("enc0_gn1")
+    assert isinstance(gn, keras.layers.GroupNormalization) and gn.groups == 4  # min(8, 4)
+    assert group.get_layer("bottleneck_gn2").groups == 8  # 16 filters, at most 8 groups
+    assert not group.get_layer("enc0_conv1").use_bias
+    assert not any(isinstance(la, keras.layers.BatchNormalization) for la in group.layers)
+
+    odd = build_unet(UNetConfig(input_size=32, base_filters=6, depth=2, norm="group"))
+    assert odd.get_layer("enc1_gn1").groups == 6  # 12 filters: the largest divisor <= 8
+
+    inst = build_unet(UNetConfig(input_size=32, base_filters=4, depth=2, norm="instance"))
+    assert inst.get_layer("enc0_in1").groups == 4
+    assert inst.get_layer("bottleneck_in1").groups == 16  # one group per filter
+
+    none = build_unet(UNetConfig(input_size=32, base_filters=4, depth=2, norm="none"))
+    kinds = {type(layer).__name__ for layer in none.layers}
+    assert not kinds & {"BatchNormalization", "GroupNormalization"}
+    assert none.get_layer("enc0_conv1").use_bias
+
+
+@pytest.mark.parametrize("norm", ["group", "instance"])
+def test_norm_options_round_trip_through_save_and_load(norm: str, tmp_path: Path) -> None:
+    cfg = UNetConfig(input_size=32, base_filters=2, depth=2, norm=norm, input_norm="breast")
+    assert UNetConfig.from_dict(cfg.to_dict()) == cfg
+    model = build_unet(cfg)
+    x = _images(2, 32)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, compile=False)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_norm_and_input_norm_validation() -> None:
+    with pytest.raises(ValueError, match="norm must be one of"):
+        UNetConfig(norm="layer")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="input_norm must be one of"):
+        UNetConfig(input_norm="zscore")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="norm_groups"):
+        UNetConfig(norm="group", norm_groups=0)
+    with pytest.raises(ValueError, match="contradicts norm='group'"):
+        UNetConfig(batch_norm=False, norm="group")
+    assert UNetConfig(batch_norm=False).normalization == "none"  # legacy switch
+    assert UNetConfig(norm="none").normalization == "none"

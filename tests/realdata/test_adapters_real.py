@@ -120,7 +120,7 @@ SAMPLE = "22580192_5530d5782fc89dd7_MG_R_CC_ANON.png"
 @pytest.fixture(scope="module")
 def inbreast():
     store = LocalStore(_dataset("inbreast"))
-    return store, load_inbreast(store, pseudonym_key=KEY)
+    return store, load_inbreast(store, pseudonym_key=KEY, export_dirs=())
 
 
 def test_inbreast_rows(inbreast) -> None:

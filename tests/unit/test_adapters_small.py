@@ -687,3 +687,263 @@ def test_cdd_value_parsers() -> None:
     ]
     with pytest.raises(ValueError, match="density"):
         parse_density("5")
+
+
+# ================================= INbreast jpeg-export layout ====================================
+
+EXPORT_CSV = (
+    "Patient ID;Patient age;Laterality;View;Acquisition date;File Name;ACR;Bi-Rads\r\n"
+    "removed;removed;R;CC;201001;1000;2;4c\r\n"  # export image + two mask files
+    "removed;removed;R;MLO;201001;1020;2;4c\r\n"  # export image + one mask file, same exam
+    "removed;removed;L;CC;201001;1040;2;2\r\n"  # original image only (patient hash hhhh)
+    "removed;removed;L;CC;201001;1100;1;2\r\n"  # export image without mask, BI-RADS 2
+    "removed;removed;L;MLO;201001;1110;1;1\r\n"  # export image without mask, BI-RADS 1
+    "removed;removed;R;XX;201001;1200;1;2\r\n"  # bad view
+    "removed;removed;L;MLO;201001;1250;3;2\r\n"  # export image without mask + original image
+    "removed;removed;R;CC;201001;1300;1;2\r\n"  # listed twice
+    "removed;removed;R;CC;201001;1300;1;2\r\n"
+    "removed;removed;L;CC;201001;1400;1;2\r\n"  # no image anywhere
+)
+
+
+def _jpeg(shape: tuple[int, int] = (12, 16)) -> bytes:
+    """A tiny 8-bit JPEG with three identical channels, like the export's images."""
+    import cv2
+
+    gray = np.full(shape, 90, dtype=np.uint8)
+    ok, buf = cv2.imencode(".jpg", cv2.merge([gray, gray, gray]))
+    assert ok
+    return buf.tobytes()
+
+
+def _mask_png(box: tuple[int, int, int, int], shape: tuple[int, int] = (12, 16)) -> bytes:
+    """A 0/255 PNG with the half-open box ``(r0, r1, c0, c1)`` set."""
+    import cv2
+
+    mask = np.zeros(shape, dtype=np.uint8)
+    r0, r1, c0, c1 = box
+    mask[r0:r1, c0:c1] = 255
+    ok, buf = cv2.imencode(".png", mask)
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.fixture()
+def export_store(tmp_path) -> LocalStore:
+    store = LocalStore(tmp_path)
+    store.write_bytes("inb/INbreast.csv", EXPORT_CSV.encode())
+    ex = "inb/jpeg-export/"
+    for file_name in ("1000", "1020", "1100", "1110", "1200", "1250", "1300", "2000"):
+        store.write_bytes(f"{ex}images/{file_name}.jpg", _jpeg())
+    store.write_bytes(ex + "masks/1000_bw_Mass_1.png", _mask_png((1, 4, 1, 4)))
+    store.write_bytes(ex + "masks/1000_bw_Mass_2.png", _mask_png((3, 6, 3, 8)))
+    for file_name in ("1020", "1200", "1300", "2000"):
+        store.write_bytes(f"{ex}masks/{file_name}_bw_Mass_1.png", _mask_png((5, 9, 5, 9)))
+    # hostile files
+    store.write_bytes(ex + "masks/3000_bw_Mass_1.png", _mask_png((0, 2, 0, 2)))  # no image
+    store.write_bytes(ex + "images/notes.txt", b"hello")
+    store.write_bytes(ex + "images/1000_copy.jpg", _jpeg())
+    store.write_bytes(ex + "images/old/1500.jpg", _jpeg())
+    store.write_bytes(ex + "images/\u0661\u0665.jpg", _jpeg())  # Arabic-Indic digits
+    store.write_bytes(ex + "masks/1000_mass.png", _mask_png((0, 2, 0, 2)))
+    # original layout next to the export
+    raw = "inb/sample/scans/raw_mammogram/"
+    store.write_bytes(raw + "1000_hhhh_MG_R_CC_ANON.png", b"png")  # the export's image wins
+    store.write_bytes(raw + "1040_hhhh_MG_L_CC_ANON.png", b"png")
+    store.write_bytes(raw + "1250_gggg_MG_L_MLO_ANON.png", b"png")  # wins: no export mask
+    return store
+
+
+def test_inbreast_export_table(export_store: LocalStore) -> None:
+    from mammoseg.imageio import load_image, load_mask
+
+    result = load_inbreast(export_store, pseudonym_key=KEY, prefix="inb")
+    lesions = result.lesions
+    assert list(lesions.columns) == list(LESION_COLUMNS)
+    ex = "inb/jpeg-export/"
+    case = {
+        f: case_pseudonym(KEY, "inbreast", f"{ex}images/{f}.jpg")
+        for f in ("1000", "1020", "1110", "2000")
+    }
+    case["1040"] = case_pseudonym(
+        KEY, "inbreast", "inb/sample/scans/raw_mammogram/1040_hhhh_MG_L_CC_ANON.png"
+    )
+    case["1250"] = case_pseudonym(
+        KEY, "inbreast", "inb/sample/scans/raw_mammogram/1250_gggg_MG_L_MLO_ANON.png"
+    )
+    hhhh = patient_pseudonym(KEY, "inbreast", "hhhh")
+    got = lesions[
+        [
+            "case_id",
+            "lesion_id",
+            "patient_id",
+            "laterality",
+            "view",
+            "abnormality_type",
+            "pathology",
+            "density",
+            "birads",
+        ]
+    ]
+    got = got.astype(object).where(got.notna(), None).values.tolist()
+    assert got == [
+        # two mask files → two mass lesions; the exam group 1000-1040 holds the original image of
+        # patient hhhh, so the export's images of that exam get the same patient
+        [case["1000"], 1, hhhh, "R", "CC", "mass", "UNKNOWN", 2, 4],
+        [case["1000"], 2, hhhh, "R", "CC", "mass", "UNKNOWN", 2, 4],
+        [case["1020"], 1, hhhh, "R", "MLO", "mass", "UNKNOWN", 2, 4],
+        [case["1040"], 0, hhhh, "L", "CC", "normal", "UNKNOWN", 2, 2],
+        # no mask file but BI-RADS 1: a normal image
+        [
+            case["1110"],
+            0,
+            patient_pseudonym(KEY, "inbreast", "exam-1100"),
+            "L",
+            "MLO",
+            "normal",
+            "NORMAL",
+            1,
+            1,
+        ],
+        # the original image wins when the export has no mask for the File Name
+        [
+            case["1250"],
+            0,
+            patient_pseudonym(KEY, "inbreast", "gggg"),
+            "L",
+            "MLO",
+            "normal",
+            "UNKNOWN",
+            3,
+            2,
+        ],
+        # not in the CSV: kept, side and view unknown (preprocessing reads them from the pixels)
+        [
+            case["2000"],
+            1,
+            patient_pseudonym(KEY, "inbreast", "exam-2000"),
+            None,
+            None,
+            "mass",
+            "UNKNOWN",
+            None,
+            None,
+        ],
+    ]
+    masks = lesions.set_index(["case_id", "lesion_id"])["mask_uri"]
+    assert masks[(case["1000"], 1)] == export_store.uri(ex + "masks/1000_bw_Mass_1.png")
+    assert masks[(case["1000"], 2)] == export_store.uri(ex + "masks/1000_bw_Mass_2.png")
+    assert lesions["mask_geometry"].isna().all()
+    detail = lesions.set_index("case_id")["lesion_detail"]
+    assert (
+        detail[case["2000"]]
+        == "export mask 2000_bw_Mass_1.png; File Name 2000 not in INbreast.csv: side and view unknown"
+    )
+    # the adapter reads the CSV and nothing else (no pixels)
+    assert set(export_store.read_log) == {"inb/INbreast.csv"}
+    # the masks of 1000 load with the pipeline's decoder; their union is the lesion mask
+    keys = [
+        export_store.key_from_uri(u)
+        for u in lesions.loc[lesions["case_id"] == case["1000"], "mask_uri"]
+    ]
+    union = np.logical_or.reduce([load_mask(export_store.read_bytes(k), k) for k in keys])
+    image = load_image(export_store.read_bytes(ex + "images/1000.jpg"), "1000.jpg")
+    assert union.shape == image.shape == (12, 16) and image.dtype == np.uint8
+    assert int(union.sum()) == 9 + 15 - 1  # two boxes overlapping in one pixel
+
+
+def test_inbreast_export_rejects(export_store: LocalStore) -> None:
+    from mammoseg.adapters.common import OUT_OF_SCOPE
+
+    result = load_inbreast(export_store, pseudonym_key=KEY, prefix="inb")
+    reasons = _reasons(result.rejects)
+    csv, ex, raw = "inb/INbreast.csv", "inb/jpeg-export/", "inb/sample/scans/raw_mammogram/"
+    assert reasons == {
+        ex + "images/notes.txt": "not an export image name (images/<File Name>.jpg)",
+        ex + "images/1000_copy.jpg": "not an export image name (images/<File Name>.jpg)",
+        ex + "images/old/1500.jpg": "not an export image name (images/<File Name>.jpg)",
+        ex + "images/\u0661\u0665.jpg": "not an export image name (images/<File Name>.jpg)",
+        ex + "masks/1000_mass.png": "not an export mask name (masks/<File Name>_bw_Mass_<k>.png)",
+        ex + "masks/3000_bw_Mass_1.png": "mask without image images/3000.jpg",
+        raw + "1000_hhhh_MG_R_CC_ANON.png": (
+            f"{OUT_OF_SCOPE}: File Name 1000 is read from the export's image and masks"
+        ),
+        ex + "images/1250.jpg": (
+            f"{OUT_OF_SCOPE}: export image without mask file; File Name 1250 is read from the "
+            "original layout"
+        ),
+        f"{csv}:row 4 (File Name 1100)": (
+            "export image without mask file masks/1100_bw_Mass_<k>.png and BI-RADS 2: the export "
+            "holds mass images only, a lost mask cannot be told from a normal image"
+        ),
+        f"{csv}:row 6 (File Name 1200)": "unknown view 'XX'",
+        f"{csv}:row 8 (File Name 1300)": f"File Name 1300 has 2 rows in {csv}",
+        f"{csv}:row 9 (File Name 1300)": f"File Name 1300 has 2 rows in {csv}",
+        f"{csv}:row 10 (File Name 1400)": f"{IMAGE_ABSENT}: no image for File Name 1400",
+    }
+    # an image's rejects carry its case id; the reasons name no patient hash
+    by_source = {r.source: r for r in result.rejects}
+    assert by_source[f"{csv}:row 6 (File Name 1200)"].case_id == case_pseudonym(
+        KEY, "inbreast", ex + "images/1200.jpg"
+    )
+    assert not any("hhhh" in r.reason or "gggg" in r.reason for r in result.rejects)
+    # the flows skip, not quarantine, the images left out on purpose
+    skipped = [
+        r.source for r in result.rejects if r.reason.startswith((IMAGE_ABSENT, OUT_OF_SCOPE))
+    ]
+    assert sorted(skipped) == sorted(
+        [
+            raw + "1000_hhhh_MG_R_CC_ANON.png",
+            ex + "images/1250.jpg",
+            f"{csv}:row 10 (File Name 1400)",
+        ]
+    )
+
+
+def test_inbreast_export_folder_as_root_without_csv(export_store: LocalStore) -> None:
+    result = load_inbreast(export_store, pseudonym_key=KEY, prefix="inb/jpeg-export")
+    lesions = result.lesions
+    files = sorted({u.rsplit("/", 1)[-1] for u in lesions["image_uri"]})
+    # 1100, 1110 and 1250 have no mask and no CSV to say BI-RADS 1: rejected
+    assert files == ["1000.jpg", "1020.jpg", "1200.jpg", "1300.jpg", "2000.jpg"]
+    assert lesions[["laterality", "view", "density", "birads"]].isna().all().all()
+    reasons = _reasons(result.rejects)
+    assert reasons["inb/jpeg-export/images/1110.jpg"].startswith(
+        "export image without mask file masks/1110_bw_Mass_<k>.png and no BI-RADS"
+    )
+    # exam groups over the images found: 1000 and 1020 are one patient, 1200 and 1300 are not
+    patients = lesions.groupby(lesions["image_uri"].str.rsplit("/", n=1).str[-1])[
+        "patient_id"
+    ].first()
+    assert (
+        patients["1000.jpg"]
+        == patients["1020.jpg"]
+        == patient_pseudonym(KEY, "inbreast", "exam-1000")
+    )
+    assert patients["1200.jpg"] != patients["1300.jpg"]
+
+
+def test_inbreast_export_needs_the_csv_only_without_export(export_store: LocalStore) -> None:
+    export_store.delete("inb/INbreast.csv")
+    with pytest.raises(AdapterError, match="INbreast.csv"):
+        load_inbreast(export_store, pseudonym_key=KEY, prefix="inb", export_dirs=())
+    result = load_inbreast(export_store, pseudonym_key=KEY, prefix="inb")
+    assert result.lesions["case_id"].nunique() == 5
+    assert _reasons(result.rejects)[
+        "inb/sample/scans/raw_mammogram/1040_hhhh_MG_L_CC_ANON.png"
+    ] == ("image not listed in inb/INbreast.csv (absent)")
+
+
+def test_exam_groups() -> None:
+    from mammoseg.adapters.inbreast import exam_groups
+
+    assert exam_groups(["161", "100", "130", "5", "x", "130"]) == {
+        "5": "5",
+        "100": "100",
+        "130": "100",
+        "161": "161",
+    }
+    assert exam_groups(["100", "131"], gap=31) == {"100": "100", "131": "100"}
+    # names map as written; non-ASCII digits are not File Names
+    assert exam_groups(["0099", "120", "\u0661\u0662"]) == {"0099": "0099", "120": "0099"}
+    assert exam_groups([]) == {}

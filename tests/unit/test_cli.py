@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from mammoseg.cli import app
 
 runner = CliRunner()
-COMMANDS = ["synth", "ingest", "validate", "preprocess", "retrain", "predict", "demo", "serve"]
+COMMANDS = ["synth", "ingest", "validate", "preprocess", "retrain", "predict", "evaluate", "demo", "serve"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -57,3 +57,49 @@ def test_validate_real_cbis_csvs_reports_failures_readably(shared_data, tmp_path
     assert all(0 in r["unexpected_examples"] for r in failing)
     assert (tmp_path / "index.html").exists()
     assert len(by_name) >= 10
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.replace("│", " ").split())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "cbis-ddsm"], "--dataset cbis-ddsm has no root"),
+        ([], "give --dataset NAME=SOURCE"),
+        (["--dataset", "inbreast=/a", "--dataset", "cbis-ddsm", "--source", "/b"], "--source goes with one --dataset"),
+        (["--dataset", "nope=/a"], "unknown dataset 'nope'"),
+        (["--dataset", "inbreast=/a", "--dataset", "inbreast=/b"], "given more than once"),
+        (["--source", "/a", "--heldout", "mini-mias=/b", "--heldout-source", "/c"], "not both"),
+        (["--source", "/a", "--heldout-dataset", "inbreast"], "needs --heldout-source"),
+        (["--source", "/a", "--heldout", "mini-mias=/b", "--primary", "inbreast"], "names no evaluated set"),
+    ],
+)
+def test_retrain_refuses_bad_dataset_options_before_any_run(args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["retrain", *args])
+    assert result.exit_code == 2 and message in _flat(result.output), result.output
+
+
+def test_retrain_dataset_options_one_and_several() -> None:
+    from mammoseg.cli import _dataset_sources
+    from mammoseg.params import DatasetSource
+
+    # the one-dataset form, as before: --source alone means cbis-ddsm
+    assert _dataset_sources([], "/cbis", "cbis-ddsm", "--dataset", "--source") == [DatasetSource(dataset="cbis-ddsm", source_url="/cbis")]
+    assert _dataset_sources(["inbreast"], "/inb", "cbis-ddsm", "--dataset", "--source")[0].dataset == "inbreast"
+    several = _dataset_sources(["cdd-cesm-dm=s3://b/cdd?v=1", "inbreast=../shared/data/inbreast"], None, "cbis-ddsm", "--dataset", "--source")
+    assert [(d.dataset, d.source_url) for d in several] == [("cdd-cesm-dm", "s3://b/cdd?v=1"), ("inbreast", "../shared/data/inbreast")]
+
+
+def test_primary_set_defaults_and_names() -> None:
+    from mammoseg.params import DatasetSource, resolve_primary
+
+    train = [DatasetSource(dataset="cdd-cesm-dm", source_url="/a"), DatasetSource(dataset="inbreast", source_url="/b")]
+    held = [DatasetSource(dataset="mini-mias-masses", source_url="/c"), DatasetSource(dataset="cbis-ddsm", source_url="/d")]
+    assert resolve_primary(train, held, None) == "heldout-mini-mias-masses"
+    assert resolve_primary(train, held, "cbis-ddsm") == "heldout-cbis-ddsm"
+    assert resolve_primary(train, held, "internal-test-inbreast") == "internal-test-inbreast"
+    assert resolve_primary(train, [], None) == "internal-test-cdd-cesm-dm"
+    with pytest.raises(ValueError, match="names no evaluated set"):
+        resolve_primary(train, held, "inbreast")  # a training set, not a held-out one

@@ -159,3 +159,42 @@ def test_lesions_from_truth_and_geometry() -> None:
         match_lesions([], [np.zeros((8, 8), bool)])
     with pytest.raises(EvaluationInputError, match="unknown mask geometry"):
         lesion_from_geometry({"type": "ellipse"}, (8, 8))
+
+
+# -- detection output: lesion_list ----------------------------------------------------------
+def test_lesion_list_ranks_by_score_filters_by_area_and_keeps_top_k() -> None:
+    from mammoseg.evaluation.detection import DetectedLesion, lesion_list
+
+    prob = np.zeros((32, 32), np.float32)
+    prob[2:5, 3:7] = 0.6  # 3x4 = 12 px, centroid (3, 4.5)
+    prob[3, 4] = 0.7
+    prob[20:22, 20:22] = 0.9  # 2x2 = 4 px, centroid (20.5, 20.5)
+    prob[10, 28] = 0.95  # a single pixel
+    prob[30, 0:3] = 0.4  # below the threshold: not a lesion
+    found = lesion_list(prob, 0.5)
+    assert [les.area for les in found] == [1, 4, 12]  # highest score first
+    assert [les.score for les in found] == pytest.approx([0.95, 0.9, 0.7])
+    assert found[2] == DetectedLesion(
+        score=pytest.approx(0.7), bbox=(2, 3, 5, 7), area=12, centroid=pytest.approx((3.0, 4.5))
+    )
+    assert found[1].bbox == (20, 20, 22, 22) and found[1].centroid == pytest.approx((20.5, 20.5))
+    # min_area drops the single pixel; top_k keeps the best ones only
+    assert [les.area for les in lesion_list(prob, 0.5, min_area=2)] == [4, 12]
+    assert [les.area for les in lesion_list(prob, 0.5, top_k=2)] == [1, 4]
+    # the threshold is inclusive and compared in the map's dtype
+    assert [les.area for les in lesion_list(prob, 0.4)][-1] == 3
+    assert lesion_list(np.zeros((8, 8), np.float32), 0.5) == []
+    with pytest.raises(EvaluationInputError, match="top_k"):
+        lesion_list(prob, 0.5, top_k=0)
+
+
+def test_lesion_list_to_dict_is_plain_json() -> None:
+    from mammoseg.evaluation.detection import lesion_list
+
+    prob = np.zeros((16, 16), np.float64)
+    prob[4:6, 8:11] = 0.8  # 2x3 = 6 px
+    (les,) = lesion_list(prob, 0.5, top_k=5)
+    d = les.to_dict()
+    assert d == {"score": 0.8, "bbox": [4, 8, 6, 11], "area": 6, "centroid": [4.5, 9.0]}
+    assert json.loads(json.dumps(d, allow_nan=False)) == d
+    assert all(type(v) is int for v in d["bbox"]) and type(d["score"]) is float

@@ -232,6 +232,7 @@ def test_evaluation_result_is_json_safe_and_renders_markdown() -> None:
     normal = EvalCase("cs-n", "pt-9", np.zeros((16, 16), np.float32), np.zeros((16, 16), bool))
     r2 = evaluate([normal], threshold=0.5, n_boot=0)
     assert r2.to_dict()["detection"]["sensitivity_at_2fp"] is None
+    assert r2.to_dict()["detection"]["sensitivity_at_0_5fp"] is None
     assert r2.ci95["dice_mean"] is None
     assert "n/a" in r2.markdown_table()
 
@@ -334,3 +335,25 @@ def test_best_median_worst_and_grid() -> None:
     png = overlay_grid([(small, m, m, f"case {i}") for i in range(4)], tile=64, cols=3)
     grid = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     assert grid.shape == (2 * (64 + 20), 3 * 64, 3)
+
+
+def test_sensitivity_at_half_one_and_two_fp_per_image() -> None:
+    """Two images, one lesion each, false-positive blobs that outscore the lesions:
+    t <= 0.6: 2 hits, 2 FP (1.0/image); 0.6 < t <= 0.7: 1 hit, 2 FP; 0.7 < t <= 0.8: 1 hit,
+    1 FP (0.5/image); above 0.8: no hit."""
+
+    def image(lesion_score: float, fp_score: float) -> EvalCase:
+        truth = np.zeros((32, 32), bool)
+        truth[4:10, 4:10] = True
+        prob = np.zeros((32, 32), np.float32)
+        prob[4:10, 4:10] = lesion_score
+        prob[20:24, 20:24] = fp_score
+        return EvalCase(f"cs-{lesion_score}", f"pt-{lesion_score}", prob, truth)
+
+    res = evaluate([image(0.6, 0.9), image(0.8, 0.7)], threshold=0.5, n_boot=0)
+    det = res.detection
+    assert det.sensitivity_at_0_5fp == 0.5
+    assert det.sensitivity_at_1fp == 1.0 and det.sensitivity_at_2fp == 1.0
+    d = res.to_dict()["detection"]
+    assert (d["sensitivity_at_0_5fp"], d["sensitivity_at_1fp"], d["sensitivity_at_2fp"]) == (0.5, 1.0, 1.0)
+    assert "0.500 at 0.5 FP/image, 1.000 at 1 FP/image, 1.000 at 2 FP/image" in res.markdown_table()

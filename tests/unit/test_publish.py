@@ -107,6 +107,36 @@ def test_publish_writes_every_file_and_complete_last(tmp_path: Path) -> None:
     assert is_complete(store, pv.version) and list_versions(store) == [pv.version]
 
 
+def test_the_plan_is_published_beside_the_model_and_recorded_in_complete(tmp_path: Path) -> None:
+    from mammoseg.plan import ModelPlan
+    from mammoseg.preprocess import PreprocessParams
+
+    store = RecordingStore(tmp_path / "store")
+    plan = ModelPlan(preprocess=PreprocessParams(size=64), tta_mirror=True, threshold=0.35)
+    pv = publish_version(store, model_file=_model(tmp_path, b"weights"), training_config={}, data_manifest=MANIFEST,
+                         metrics={"dice_mean": 0.5}, model_card_md="# card\n", plan=plan)  # fmt: skip
+    prefix = f"models/versions/{pv.version}"
+    assert [k.removeprefix(prefix + "/") for k in store.written][:2] == ["model.keras", "plan.json"]
+    assert store.written[-1] == f"{prefix}/COMPLETE"
+    marker = json.loads(store.read_bytes(f"{prefix}/COMPLETE"))
+    assert marker["files"]["plan.json"]["size"] == len(plan.to_json())
+    assert ModelPlan.from_json(store.read_bytes(f"{prefix}/plan.json")) == plan
+    assert pv.plan_uri == store.uri(f"{prefix}/plan.json") == read_version(store, pv.version).plan_uri
+    # once COMPLETE lists the plan, a changed or missing plan makes the version ineligible
+    store.write_bytes(f"{prefix}/plan.json", ModelPlan(threshold=0.9).to_json())
+    assert verify_version(store, pv.version) == ["plan.json changed after publishing (size/ETag differ)"]
+    store.delete(f"{prefix}/plan.json")
+    assert verify_version(store, pv.version) == ["plan.json is missing"]
+
+
+def test_a_version_without_a_plan_is_still_readable(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    v = _publish(store, tmp_path, 0.4)
+    assert not store.exists(f"models/versions/{v}/plan.json")
+    assert is_complete(store, v) and read_version(store, v).plan_uri is None
+    assert promote_if_better(store, v).promoted
+
+
 def test_version_ids_sort_by_time() -> None:
     early = make_version_id(
         Path("unused"), now=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC), sha256="f" * 64
@@ -304,6 +334,36 @@ def test_model_card_content() -> None:
     leaky = model_card(version="v", data=[], metrics={}, training_config={},
                        leakage_findings=["1 patient id(s) in both train and test: pt-1"])  # fmt: skip
     assert "not trustworthy" in leaky and "pt-1" in leaky
+
+
+def test_metrics_and_model_card_per_dataset() -> None:
+    from mammoseg.publish import EvaluatedSet, combined_metrics
+
+    def figures(dice: float, fingerprint: str) -> dict:
+        return {"dice_mean": dice, "iou_mean": dice / 2, "dice_pooled": dice, "n_cases": 4, "n_patients": 2,
+                "threshold": 0.4, "ci95": {"dice_mean": [dice - 0.1, dice + 0.1]}, "eval_set": fingerprint}  # fmt: skip
+
+    sets = [
+        EvaluatedSet("internal-test-cbis-ddsm", "cbis-ddsm", "internal_test", figures(0.5, "a"), []),
+        EvaluatedSet("internal-test-inbreast", "inbreast", "internal_test", figures(0.6, "b"), []),
+        EvaluatedSet("heldout-mini-mias", "mini-mias", "heldout", figures(0.3, "c"), ["1 patient id(s) in both"]),
+    ]
+    metrics = combined_metrics(sets, "heldout-mini-mias")
+    # the top level is the primary set's: what the champion gate compares
+    assert metrics["dice_mean"] == 0.3 and metrics["eval_set"] == "c" and metrics["primary_set"] == "heldout-mini-mias"
+    assert set(metrics["internal_test"]) == {"cbis-ddsm", "inbreast"} and set(metrics["heldout"]) == {"mini-mias"}
+    assert metrics["internal_test"]["inbreast"]["dice_mean"] == 0.6
+    missing = combined_metrics(sets[:2], "heldout-mini-mias")
+    assert "dice_mean" not in missing and "primary_missing" in missing
+
+    card = model_card(version="v", data=[DataSplitSummary("cbis-ddsm", "train", 8, 4)], metrics=metrics,
+                      training_config={}, evaluations=sets, primary="heldout-mini-mias")  # fmt: skip
+    assert card.index("## In-domain metrics") < card.index("## Cross-dataset metrics")
+    for e in sets:
+        assert f"### {e.dataset} — {e.name}" in card
+    assert "| metric (inbreast, internal test split) | value | 95% CI |" in card
+    assert "| heldout-mini-mias (primary) | mini-mias | held-out dataset | 4 | 2 | 0.300 |" in card
+    assert "**heldout-mini-mias**" in card and "not trustworthy" in card and "circles" in card
 
 
 def test_publish_and_gate_on_s3(s3_bucket: str, tmp_path: Path) -> None:

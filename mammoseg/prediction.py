@@ -1,0 +1,159 @@
+"""Prediction on image files: what ``mammoseg predict`` writes for each image.
+
+For one original image (DICOM, PNG/PGM 8- or 16-bit, JPEG) and a loaded
+:class:`~mammoseg.inference.Predictor`, :func:`predict_file` writes, in the image's **own
+geometry**:
+
+* ``<name>_mask.png`` — 8-bit, 255 where ``prob >= threshold`` (every pixel over the threshold,
+  as scored by the evaluation: no component is dropped from the mask);
+* ``<name>_overlay.png`` — the image with the predicted contours in red;
+* ``<name>_lesions.json`` — the detection output (:func:`~mammoseg.evaluation.lesion_list`):
+  components of the mask with at least :func:`min_area_original` pixels, highest score first,
+  at most the plan's ``top_k``; plus the threshold, the model version (when the model is a
+  published version's), the image shape and the coordinate conventions.
+
+The plan's ``min_lesion_px`` counts pixels of the *preprocessed* grid. One grid pixel covers
+``(padded_side / size)²`` original pixels (the square crop+pad that was resized to the grid), so
+in original pixels the minimum is ``ceil(min_lesion_px / transform.scale²)``, at least 1. The
+ratio uses the padded square, not the whole image, because the border crop removes background
+that the grid never sees.
+
+Keras is only touched through the predictor; this module imports no backend itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+
+from mammoseg.publish import FILES, VERSIONS_PREFIX
+
+if TYPE_CHECKING:
+    from mammoseg.inference import Predictor
+    from mammoseg.preprocess import Transform
+
+#: File name endings read from an ``--input`` folder (case-insensitive).
+IMAGE_SUFFIXES: Final = (".dcm", ".dicom", ".png", ".pgm", ".jpg", ".jpeg")
+
+COORDINATES: Final = (
+    "pixels of the original image, top-left origin; centroid (y, x); "
+    "bbox (y0, x0, y1, x1) with exclusive ends; score = highest probability inside"
+)
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Every DICOM/PNG/PGM/JPEG file directly in ``folder`` (by name), sorted by name."""
+    return sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+        key=lambda p: p.name,
+    )
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """One output name per input: the file stem, or the whole file name where two inputs share
+    a stem (``scan.png`` and ``scan.dcm``), so no output overwrites another."""
+    stems = [p.stem for p in paths]
+    return [p.stem if stems.count(p.stem) == 1 else p.name for p in paths]
+
+
+def model_version(model_uri: str) -> str | None:
+    """The version id when ``model_uri`` is a published ``models/versions/<v>/model.keras``."""
+    parts = PurePosixPath(model_uri.split("://", 1)[-1]).parts
+    prefix = PurePosixPath(VERSIONS_PREFIX).parts
+    n = len(prefix)
+    for i in range(len(parts) - n - 1):
+        if parts[i : i + n] == prefix and parts[i + n + 1 :] == (FILES["model"],):
+            return parts[i + n]
+    return None
+
+
+def min_area_original(min_lesion_px: int, transform: Transform) -> int:
+    """The plan's minimum lesion size (preprocessed-grid pixels) in original pixels (>= 1)."""
+    if min_lesion_px <= 0:
+        return 1
+    return max(1, math.ceil(min_lesion_px / transform.scale**2 - 1e-9))
+
+
+@dataclass(frozen=True)
+class ImagePrediction:
+    """What was written for one image (paths are strings: JSON-ready)."""
+
+    image: str
+    mask: str
+    overlay: str
+    lesions_json: str
+    shape: tuple[int, int]
+    threshold: float
+    lesion_pixels: int
+    n_lesions: int
+    min_lesion_px: int  # in original pixels
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        return d
+
+
+def predict_file(
+    predictor: Predictor,
+    path: Path,
+    out: Path,
+    *,
+    threshold: float,
+    name: str | None = None,
+    laterality: str | None = None,
+    version: str | None = None,
+) -> ImagePrediction:
+    """Predict one image file and write its mask, overlay and lesion list into ``out``.
+
+    Raises :class:`ValueError` (image decoding and preprocessing errors are ValueErrors) or
+    :class:`OSError` for a file that cannot be used; nothing is written then.
+    """
+    from mammoseg.evaluation import lesion_list, overlay_png
+    from mammoseg.imageio import encode_png8, load_image
+
+    name = name or path.stem
+    pixels = load_image(path.read_bytes(), path.name)
+    prob, case = predictor.predict_original(pixels, laterality=laterality)
+    prob = np.clip(prob, 0.0, 1.0)
+    plan = predictor.plan
+    mask = prob >= np.asarray(threshold, dtype=prob.dtype)
+    min_area = min_area_original(plan.min_lesion_px, case.transform)
+    lesions = lesion_list(prob, threshold, min_area=min_area, top_k=plan.top_k)
+
+    out.mkdir(parents=True, exist_ok=True)
+    mask_path = out / f"{name}_mask.png"
+    overlay_path = out / f"{name}_overlay.png"
+    lesions_path = out / f"{name}_lesions.json"
+    mask_path.write_bytes(encode_png8(mask.astype(np.uint8) * 255))
+    title = f"{name} (red: prediction)"
+    overlay_path.write_bytes(overlay_png(pixels, np.zeros_like(mask), mask, title=title, max_side=1024))
+    report = {
+        "image": path.name,
+        "shape": list(mask.shape),
+        "threshold": float(threshold),
+        "model_version": version,
+        "labels": list(plan.labels),
+        "min_lesion_px": min_area,
+        "min_lesion_px_plan_grid": plan.min_lesion_px,
+        "top_k": plan.top_k,
+        "coordinates": COORDINATES,
+        "lesions": [les.to_dict() for les in lesions],
+    }
+    lesions_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return ImagePrediction(
+        image=str(path),
+        mask=str(mask_path),
+        overlay=str(overlay_path),
+        lesions_json=str(lesions_path),
+        shape=(int(mask.shape[0]), int(mask.shape[1])),
+        threshold=float(threshold),
+        lesion_pixels=int(mask.sum()),
+        n_lesions=len(lesions),
+        min_lesion_px=min_area,
+    )

@@ -1,0 +1,175 @@
+"""Which model to score, with which plan, and what it was trained on (for the leakage audit)."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import fields
+
+import pandas as pd
+from prefect import get_run_logger, task
+from pydantic import BaseModel
+
+from mammoseg.plan import ModelPlan, PlanError
+from mammoseg.settings import Settings, get_settings
+from mammoseg.storage import ObjectNotFound, ObjectStore, StoreError, join_key, open_store, open_uri
+from tasks.retry import IO_RETRIES
+
+
+class NoChampion(LookupError):
+    """No model was given and the store has no champion (``models/CURRENT``)."""
+
+
+class ModelRef(BaseModel):
+    """A model ready to be scored: where it is, its published version (if any), its plan."""
+
+    model_uri: str
+    version: str | None
+    plan: ModelPlan
+    champion: bool  # chosen through models/CURRENT
+
+
+class TrainingData(BaseModel):
+    """What the leakage audit compares the test set with.
+
+    ``train_manifest_uri`` (case_id, patient_id, npz_key, npz_etag) and ``split_uri`` (case_id,
+    split) are None when the model's training data is not recorded anywhere we can read.
+    """
+
+    train_manifest_uri: str | None
+    split_uri: str | None
+    note: str
+
+
+def _preprocess_mismatch(plan: ModelPlan, settings: Settings) -> list[str]:
+    """Fields where the data pipeline's preprocessing (settings at the plan's size) differs."""
+    from mammoseg.preprocess import PreprocessParams
+
+    pipeline = PreprocessParams.from_settings(settings, size=plan.preprocess.size)
+    return [
+        f"{f.name}={getattr(plan.preprocess, f.name)!r} (pipeline: {getattr(pipeline, f.name)!r})"
+        for f in fields(PreprocessParams)
+        if getattr(plan.preprocess, f.name) != getattr(pipeline, f.name)
+    ]
+
+
+@task(name="resolve-model", **IO_RETRIES)
+def resolve_model(store_url: str, model_uri: str | None = None) -> ModelRef:
+    """The given model, or the champion of ``store_url``; loaded once here with its plan, so a
+    missing or corrupt model or an unusable plan fails before any data is read.
+
+    Raises :class:`NoChampion`, :class:`~mammoseg.publish.PublishError` (a champion pointer to a
+    bad version), :class:`~mammoseg.plan.PlanError` (a plan this pipeline cannot honour, such as
+    preprocessing that the data pipeline would not reproduce), or the store's errors.
+    """
+    from mammoseg.inference import load_predictor
+    from mammoseg.prediction import model_version
+    from mammoseg.publish import current_model
+
+    settings = get_settings()
+    champion = model_uri is None
+    if model_uri is None:
+        published = current_model(open_store(store_url, settings))
+        if published is None:
+            raise NoChampion(f"the store {store_url} has no champion model (models/CURRENT); pass a model URI")
+        model_uri = published.model_uri
+    plan = load_predictor(model_uri, settings).plan
+    mismatch = _preprocess_mismatch(plan, settings)
+    if mismatch:
+        raise PlanError(
+            "the data pipeline would not preprocess as the model's plan says: " + "; ".join(mismatch)
+        )
+    return ModelRef(model_uri=model_uri, version=model_version(model_uri), plan=plan, champion=champion)
+
+
+def _json(store: ObjectStore, key: str) -> object | None:
+    try:
+        return json.loads(store.read_bytes(key))
+    except (ObjectNotFound, ValueError):
+        return None
+
+
+def _key_in(store: ObjectStore, uri: str) -> str | None:
+    try:
+        return store.key_from_uri(uri)
+    except StoreError:
+        return None
+
+
+@task(name="locate-training-data", **IO_RETRIES)
+def locate_training_data(model_uri: str, store_url: str, run_id: str) -> TrainingData:
+    """The training data of a model, as far as it is recorded, for the leakage audit.
+
+    * a run's model (``runs/<r>/model/model.keras`` in this store): that run's manifest and split;
+    * a published version: its ``data_manifest.json`` (train and validation images: case ids,
+      NPZ keys and ETags), with patient ids from the training run's ``preprocessed.csv`` when
+      the version lies in this store and that run is still there. The table is written to
+      ``runs/<run_id>/evaluation/trained-on.csv`` and serves as manifest and split;
+    * anything else: nothing to compare with (both URIs None).
+    """
+    settings = get_settings()
+    store = open_store(store_url, settings)
+    key = _key_in(store, model_uri)
+    parts = key.split("/") if key else []
+    if len(parts) == 4 and parts[0] == "runs" and parts[2:] == ["model", "model.keras"]:
+        manifest, split = join_key("runs", parts[1], "preprocessed.csv"), join_key("runs", parts[1], "split.csv")
+        if store.exists(manifest) and store.exists(split):
+            return TrainingData(
+                train_manifest_uri=store.uri(manifest), split_uri=store.uri(split),
+                note=f"compared with the train and validation images of run {parts[1]}",
+            )
+    folder, _ = open_uri(model_uri, settings)
+    rows = _json(folder, "data_manifest.json")
+    if not isinstance(rows, list) or not rows:
+        note = "no leakage audit: the model's training data is not recorded (no data_manifest.json beside it)"
+        get_run_logger().warning(note)
+        return TrainingData(train_manifest_uri=None, split_uri=None, note=note)
+    table = pd.DataFrame(
+        {
+            "case_id": [r.get("case_id") for r in rows],
+            "npz_key": [r.get("key") for r in rows],
+            "npz_etag": [r.get("etag") for r in rows],
+            "split": [r.get("split") or "train" for r in rows],
+        }
+    )
+    config = _json(folder, "training_config.json")
+    trained_in = config.get("run_id") if isinstance(config, dict) else None
+    patients = None
+    if key and trained_in:
+        try:
+            run_manifest = pd.read_csv(
+                io.BytesIO(store.read_bytes(join_key("runs", str(trained_in), "preprocessed.csv"))),
+                usecols=["case_id", "patient_id"],
+            )
+            patients = run_manifest.drop_duplicates("case_id").set_index("case_id")["patient_id"]
+        except (ObjectNotFound, ValueError):
+            patients = None
+    table["patient_id"] = table["case_id"].map(patients) if patients is not None else None
+    uri = store.write_bytes(
+        join_key("runs", run_id, "evaluation", "trained-on.csv"), table.to_csv(index=False).encode(), "text/csv"
+    ).uri
+    who = "with patient ids" if patients is not None else "without patient ids (case and content checks only)"
+    return TrainingData(
+        train_manifest_uri=uri, split_uri=uri,
+        note=f"compared with the {len(table)} train and validation images of the model's data_manifest.json, {who}",
+    )
+
+
+@task(name="record-evaluation", **IO_RETRIES)
+def record_evaluation(
+    store_url: str, run_id: str, name: str, model: ModelRef, training: TrainingData, metrics_uri: str
+) -> str:
+    """``runs/<run_id>/evaluation/<name>-model.json``: which model and plan were scored, and
+    what the leakage audit compared with (the metrics file itself does not say)."""
+    record = {
+        "evaluation": name,
+        "metrics_uri": metrics_uri,
+        "model_uri": model.model_uri,
+        "model_version": model.version,
+        "champion": model.champion,
+        "plan": model.plan.to_dict(),
+        "leakage_audit_basis": training.note,
+    }
+    store = open_store(store_url, get_settings())
+    key = join_key("runs", run_id, "evaluation", f"{name}-model.json")
+    return store.write_bytes(key, json.dumps(record, indent=2, sort_keys=True).encode(), "application/json").uri
