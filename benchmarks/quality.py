@@ -57,24 +57,33 @@ DATASETS = (("cdd-cesm-dm", "cdd-cesm"), ("inbreast", "inbreast"), ("mini-mias-m
 
 @dataclass(frozen=True)
 class Recipe:
-    """One training recipe: model, augmentation and inference options."""
+    """One training recipe: :class:`~mammoseg.params.RetrainParams` overrides (the pipeline's own
+    knobs, so a recipe can be run by ``mammoseg retrain`` as it is measured here)."""
 
     name: str
-    input_norm: str = "none"
-    intensity_aug: bool = False
-    tta: bool = False
-    size: int | None = None  # preprocess size; None = --size
-    patch_size: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
 
+
+#: What the new recipe adds to today's defaults.
+NEW = {"input_norm": "breast", "aug_intensity": 0.15, "aug_gamma": 0.4, "aug_noise": 0.03, "aug_blur": 1.5,
+       "tta_mirror": True}
 
 RECIPES = {
     "seed": Recipe("seed"),
-    "new": Recipe("new", input_norm="breast", intensity_aug=True, tta=True),
-    "new-no-norm": Recipe("new-no-norm", input_norm="none", intensity_aug=True, tta=True),
-    "new-no-intensity": Recipe("new-no-intensity", input_norm="breast", intensity_aug=False, tta=True),
-    "patch": Recipe("patch", input_norm="breast", intensity_aug=True, tta=True, size=512, patch_size=256),
+    "new": Recipe("new", NEW),
+    "new-no-norm": Recipe("new-no-norm", NEW | {"input_norm": "none"}),
+    "new-no-intensity": Recipe("new-no-intensity", NEW | {"aug_intensity": 0.05, "aug_gamma": 0.0,
+                                                          "aug_noise": 0.0, "aug_blur": 0.0}),
+    "patch": Recipe("patch", NEW | {"size": 512, "patch_size": 256}),
 }
+
+
+def recipe_params(recipe: Recipe, args: argparse.Namespace, seed: int) -> Any:
+    """The recipe's :class:`RetrainParams` for this benchmark run (its size, time budget, seed)."""
+    from mammoseg.params import RetrainParams
+
+    return RetrainParams(**({"size": args.size, "epochs": 200, "early_stopping_patience": 12, "lr_patience": 5,
+                             "max_train_minutes": args.minutes_per_model, "seed": seed} | recipe.overrides))
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -139,95 +148,20 @@ def val_patients(train: pd.DataFrame, fraction: float, seed: int) -> set[str]:
     return chosen
 
 
-# --- training ---------------------------------------------------------------------------------
+# --- training: the pipeline's own recipe code (mammoseg.training.recipe) --------------------
 
 
-def _configs(recipe: Recipe, size: int, seed: int, minutes: float) -> tuple[Any, Any]:
-    from dataclasses import fields
-
-    from mammoseg.model.unet import UNetConfig
-    from mammoseg.params import RetrainParams
-    from mammoseg.training.augment import AugmentConfig
-    from mammoseg.training.train import TrainConfig
-
-    p = RetrainParams()
-    net = recipe.patch_size or size
-    unet_kwargs: dict[str, Any] = dict(input_size=net, base_filters=p.base_filters, depth=p.depth,
-                                       dropout=p.dropout, batch_norm=p.batch_norm)
-    if "input_norm" in {f.name for f in fields(UNetConfig)}:
-        unet_kwargs["input_norm"] = recipe.input_norm
-    elif recipe.input_norm != "none":
-        raise SystemExit("this checkout's UNetConfig has no input_norm: cannot run recipe " + recipe.name)
-    aug: dict[str, Any] = dict(rotate_deg=p.aug_rotate_deg, shift=p.aug_shift, zoom=p.aug_zoom,
-                               brightness=p.aug_intensity, contrast=p.aug_intensity, seed=seed)
-    if recipe.intensity_aug:
-        aug.update(brightness=0.1, contrast=0.2, gamma=0.4, noise_std=0.03, blur_sigma=1.5, blur_prob=0.3)
-    if recipe.intensity_aug or recipe.input_norm == "breast":
-        aug["keep_background"] = True  # the per-breast normalisation counts pixels > 0 as breast
-    train_config = TrainConfig(
-        epochs=200, batch_size=p.batch_size, learning_rate=p.learning_rate, loss=p.loss,
-        focal_alpha=p.focal_alpha, seed=seed, early_stopping_patience=12, lr_patience=5,
-        augment=AugmentConfig(**aug),
-    )
-    return UNetConfig(**unet_kwargs), train_config
-
-
-def train_fold(store: Any, recipe: Recipe, train: pd.DataFrame, val: pd.DataFrame, size: int,
-               seed: int, minutes: float, workdir: Path) -> tuple[Any, int]:
+def train_fold(store: Any, params: Any, plan: Any, train: pd.DataFrame, val: pd.DataFrame,
+               workdir: Path) -> tuple[Any, int]:
     """Train one fold model within the time budget; returns (best model, epochs run)."""
-    from mammoseg.inference import load_model
-    from mammoseg.training.dataset import load_samples, make_dataset
-    from mammoseg.training.train import train as fit
+    from mammoseg.training.recipe import fit_one
 
-    model_config, train_config = _configs(recipe, size, seed, minutes)
-    if recipe.patch_size:
-        from mammoseg.training.patches import PatchConfig, make_patch_dataset
-
-        images, masks = load_samples(store, train)
-        breasts = np.stack([_breast(store, k) for k in train["npz_key"]])
-        train_ds = make_patch_dataset(images, masks, breasts, PatchConfig(patch_size=recipe.patch_size),
-                                      batch_size=train_config.batch_size, augment=train_config.augment, seed=seed)
-        val_ds = _patch_val(store, val, recipe.patch_size, train_config.batch_size)
-    else:
-        train_ds = make_dataset(store, train, batch_size=train_config.batch_size, training=True,
-                                augment=train_config.augment, shuffle_seed=seed)
-        val_ds = make_dataset(store, val, batch_size=train_config.batch_size, training=False)
-    start = time.monotonic()
-    budget = minutes * 60.0
-
-    def on_epoch_end(epoch: int, logs: dict) -> bool:
-        elapsed = time.monotonic() - start
+    def on_epoch_end(epoch: int, logs: dict) -> None:
         print(f"    epoch {epoch:3d}  loss {logs.get('loss', float('nan')):.4f}  "
-              f"val Dice {logs.get('val_dice', float('nan')):.3f}  {elapsed / 60:.1f} min", file=sys.stderr)
-        per_epoch = elapsed / epoch
-        return elapsed + per_epoch > budget
+              f"val Dice {logs.get('val_dice', float('nan')):.3f}", file=sys.stderr)
 
-    result = fit(model_config, train_config, train_ds, val_ds, workdir, on_epoch_end=on_epoch_end)
-    return load_model(result.best_model_path), result.epochs_run
-
-
-def _breast(store: Any, key: str) -> np.ndarray:
-    from mammoseg.preprocess import read_preprocessed
-
-    return read_preprocessed(store, key).breast_mask.astype(bool)
-
-
-def _patch_val(store: Any, val: pd.DataFrame, patch: int, batch: int) -> Any:
-    """Validation for patch models: the centre-cropped lesion patch of each validation image."""
-    import tensorflow as tf
-
-    from mammoseg.training.dataset import load_samples
-
-    images, masks = load_samples(store, val)
-    xs, ys = [], []
-    for img, m in zip(images, masks):
-        ys_, xs_ = np.nonzero(m) if m.any() else (np.array([img.shape[0] // 2]), np.array([img.shape[1] // 2]))
-        cy, cx = int(ys_.mean()), int(xs_.mean())
-        y0 = int(np.clip(cy - patch // 2, 0, img.shape[0] - patch))
-        x0 = int(np.clip(cx - patch // 2, 0, img.shape[1] - patch))
-        xs.append(img[y0:y0 + patch, x0:x0 + patch].astype(np.float32) / np.iinfo(img.dtype).max)
-        ys.append(m[y0:y0 + patch, x0:x0 + patch].astype(np.float32))
-    return tf.data.Dataset.from_tensor_slices((np.stack(xs)[..., None], np.stack(ys)[..., None])).batch(batch)
+    model, result = fit_one(store, train, val, params, plan, workdir, on_epoch_end)
+    return model, result.epochs_run
 
 
 # --- scoring ----------------------------------------------------------------------------------
@@ -305,19 +239,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cache_url = Path(args.cache).resolve().as_uri()
     store = open_store(cache_url)
     t0 = time.monotonic()
-    sizes = sorted({r.size or args.size for r in recipes})
+    sizes = sorted({recipe_params(r, args, 0).size for r in recipes})
     data: dict[int, pd.DataFrame] = {}
+    left_out: dict[str, dict[str, int]] = {}
     for size in sizes:
         print(f"preprocessing at {size} px …", file=sys.stderr)
-        data[size], dropped = load_cases(Path(args.data), size, cache_url)
+        data[size], left_out[str(size)] = load_cases(Path(args.data), size, cache_url)
     prep_minutes = (time.monotonic() - t0) / 60
     truths = Truths()
-    results: dict[str, Any] = {"rows": [], "settings": vars(args), "preprocess_minutes": prep_minutes}
+    results: dict[str, Any] = {"rows": [], "settings": vars(args), "preprocess_minutes": prep_minutes,
+                               "left_out_by_adapter_or_preprocessing": left_out}
     for recipe in recipes:
-        size = recipe.size or args.size
+        params = recipe_params(recipe, args, args.seed)
+        size = params.size
         cases = data[size].copy()
         cases["fold"] = assign_folds(cases, args.folds, args.seed)
-        variants = {recipe.name: recipe.tta} | ({f"{recipe.name}/no-tta": False} if recipe.tta else {})
+        tta = params.tta_mirror
+        # variants scored from the same fold models: (mirroring TTA, pectoral suppression)
+        variants = {recipe.name: (tta, params.suppress_pectoral)}
+        if tta:
+            variants[f"{recipe.name}/no-tta"] = (False, params.suppress_pectoral)
+        if args.pectoral_variants:
+            variants[f"{recipe.name}/{'no-' if params.suppress_pectoral else ''}pectoral"] = (
+                tta, not params.suppress_pectoral)
         oof: dict[str, dict[str, np.ndarray]] = {v: {} for v in variants}
         epochs = []
         t_recipe = time.monotonic()
@@ -328,17 +272,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             train, val = rest[~rest["patient_id"].isin(vp)], rest[rest["patient_id"].isin(vp)]
             print(f"{recipe.name} fold {fold}: train {len(train)}, val {len(val)}, test {len(test)} images",
                   file=sys.stderr)
+            fold_params = recipe_params(recipe, args, args.seed + fold)
+            base_plan = ModelPlan(preprocess=PreprocessParams(size=size), patch_size=params.patch_size)
             with tempfile.TemporaryDirectory() as tmp:
-                model, n_epochs = train_fold(store, recipe, train, val, size, args.seed + fold,
-                                             args.minutes_per_model, Path(tmp))
+                model, n_epochs = train_fold(store, fold_params, base_plan, train, val, Path(tmp))
             epochs.append(n_epochs)
             val_images, val_masks = load_samples(store, val)
             test_images, _ = load_samples(store, test)
-            for variant, tta in variants.items():
-                plan = ModelPlan(preprocess=PreprocessParams(size=size), patch_size=recipe.patch_size, tta_mirror=tta)
+            for variant, (tta, pectoral) in variants.items():
+                plan = base_plan.replace(tta_mirror=tta, suppress_pectoral=pectoral)
                 predictor = Predictor(model, plan)
-                thr = float(choose_threshold(list(predictor.predict_preprocessed(val_images)), list(val_masks.astype(bool))))
-                for cid, p in zip(test["case_id"], predictor.predict_preprocessed(test_images)):
+                val_probs = predictor.predict_preprocessed(val_images, breast_masks=_breasts(store, val, plan))
+                thr = float(choose_threshold(list(val_probs), list(val_masks.astype(bool))))
+                test_probs = predictor.predict_preprocessed(test_images, breast_masks=_breasts(store, test, plan))
+                for cid, p in zip(test["case_id"], test_probs):
                     oof[variant][cid] = remap(p, thr).astype(np.float16)
         minutes = (time.monotonic() - t_recipe) / 60
         for variant in variants:
@@ -348,8 +295,51 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row |= score(store, subset, oof[variant], truths, args.n_boot)
                 results["rows"].append(row)
                 print(_line(row), file=sys.stderr)
+            if args.save:
+                _save(Path(args.save), variant, cases, oof[variant], store, truths)
     results["total_minutes"] = (time.monotonic() - t0) / 60
     return results
+
+
+def _breasts(store: Any, rows: pd.DataFrame, plan: Any) -> np.ndarray | None:
+    """The breast masks of ``rows``, when the plan needs them (pectoral suppression)."""
+    if not getattr(plan, "suppress_pectoral", False):
+        return None
+    from mammoseg.preprocess import read_preprocessed
+
+    return np.stack([read_preprocessed(store, k).breast_mask.astype(bool) for k in rows["npz_key"]])
+
+
+def _save(folder: Path, variant: str, cases: pd.DataFrame, oof: dict[str, np.ndarray], store: Any,
+          truths: Truths) -> None:
+    """Out-of-fold maps (``oof-<variant>.npz``, preprocessed grid) and, per dataset, the best,
+    median and worst images in original geometry (``overlays-<variant>-<dataset>.png``)."""
+    from mammoseg.evaluation import best_median_worst, dice, overlay_grid
+    from mammoseg.imageio import load_image
+    from mammoseg.preprocess import read_preprocessed
+    from mammoseg.storage import open_store
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tag = variant.replace("/", "-")
+    np.savez_compressed(folder / f"oof-{tag}.npz", **{c: oof[c] for c in cases["case_id"]})
+    cases.drop(columns=["mask_uris", "mask_geometries"]).to_csv(folder / "cases.csv", index=False)
+    for name, subset in cases.groupby("dataset", sort=True):
+        rows, maps = [], {}
+        for _, row in subset.iterrows():
+            arrays = read_preprocessed(store, row["npz_key"])
+            pred = arrays.transform.to_original(oof[row["case_id"]].astype(np.float32), order="linear") >= 0.5
+            truth, _ = truths.get(row, arrays.transform.original_shape)
+            maps[row["case_id"]] = (row, pred)
+            rows.append({"case_id": row["case_id"], "dice": dice(pred, truth)})
+        items = []
+        for label, cid in zip(("best", "median", "worst"), best_median_worst(pd.DataFrame(rows))):
+            row, pred = maps[cid]
+            source = open_store(row["source_root"])
+            key = source.key_from_uri(row["image_uri"])
+            truth, _ = truths.get(row, pred.shape)
+            items.append((load_image(source.read_bytes(key), key), truth, pred,
+                          f"{label}: {cid} Dice {dice(pred, truth):.2f}"))
+        (folder / f"overlays-{tag}-{name}.png").write_bytes(overlay_grid(items))
 
 
 def _fmt(v: Any) -> str:
@@ -380,6 +370,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the figures to this JSON file")
+    ap.add_argument("--save", help="folder for the out-of-fold maps and best/median/worst overlays per dataset")
+    ap.add_argument("--pectoral-variants", action="store_true",
+                    help="also score every recipe with pectoral-muscle suppression toggled (same models)")
     args = ap.parse_args(argv)
     unknown = [r for r in args.recipes.split(",") if r not in RECIPES]
     if unknown:

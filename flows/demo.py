@@ -1,26 +1,90 @@
-"""The main job on the embedded default: synthetic data through the whole retrain pipeline."""
+"""The main job on the embedded default: synthetic data through the whole retrain pipeline.
+
+The demo has its own synthetic world and training recipe, both defined here and nowhere else
+(:data:`DEMO_DATA`, :func:`demo_params`); :class:`~mammoseg.params.RetrainParams`' defaults are
+the real-data ones and are not touched by the demo.
+"""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from prefect import flow
+from prefect import flow, task
 
 from flows.retrain import retrain_flow
-from mammoseg.layout import new_run_id
+from mammoseg.layout import SYNTH_CBIS_PREFIX, SYNTH_MIAS_PREFIX, new_run_id
 from mammoseg.params import DatasetSource, RetrainParams
-from tasks.synth import synthesize_task
+
+
+@dataclass(frozen=True)
+class DemoData:
+    """The demo's synthetic data: a CBIS-DDSM-shaped training set and a mini-MIAS-format
+    held-out set drawn with one lesion model (:mod:`mammoseg.synth.anatomy`).
+
+    ``lesion_contrast`` / ``lesion_size`` scale that model's realistic lesions (both sets alike),
+    so a 128-px U-Net learns them on a CPU in minutes; ``calc_fraction`` is the share of
+    calcification breasts in the training set.
+    """
+
+    height: int = 320
+    width: int = 200
+    mias_images: int = 16
+    mias_size: int = 256
+    lesion_contrast: float = 1.0
+    lesion_size: float = 1.0
+    calc_fraction: float = 0.4
+
+
+#: The demo's synthetic data (see :class:`DemoData`).
+DEMO_DATA = DemoData()
+
+#: The demo's training recipe: :class:`RetrainParams` fields that differ from their defaults.
+DEMO_OVERRIDES: dict[str, Any] = {}
+
+
+def demo_params(*, size: int, seed: int, epochs: int | None = None, **overrides: Any) -> RetrainParams:
+    """The demo's :class:`RetrainParams`: the defaults, :data:`DEMO_OVERRIDES`, then the caller's."""
+    return RetrainParams(**{**DEMO_OVERRIDES, "size": size, "seed": seed, **({"epochs": epochs} if epochs else {}), **overrides})
+
+
+@task(name="synthesize-demo-data")
+def synthesize_demo_data(*, store_url: str, patients: int, bad: int, seed: int, data: DemoData) -> dict[str, Any]:
+    """Write the demo's two synthetic sets into the store; return their roots and counts."""
+    from mammoseg.settings import get_settings
+    from mammoseg.storage import open_store
+    from mammoseg.synth import CbisSynthParams, MiasSynthParams, generate_cbis, generate_mias
+
+    store = open_store(store_url, get_settings())
+    look = {"lesion_contrast": data.lesion_contrast, "lesion_size": data.lesion_size}
+    cbis = generate_cbis(store, CbisSynthParams(
+        n_patients=patients, height=data.height, width=data.width, seed=seed, n_bad=bad,
+        calc_fraction=data.calc_fraction, prefix=SYNTH_CBIS_PREFIX, **look,
+    ))
+    mias = generate_mias(store, MiasSynthParams(
+        n_women=max(1, data.mias_images // 2), size=data.mias_size, seed=seed + 1, prefix=SYNTH_MIAS_PREFIX, **look,
+    ))
+    return {
+        "cbis_source_url": store.uri(SYNTH_CBIS_PREFIX).rstrip("/"),
+        "cbis_images": cbis.n_images,
+        "cbis_lesions": cbis.n_lesions,
+        "defective_cases": len(cbis.bad_cases),
+        "mias_source_url": store.uri(SYNTH_MIAS_PREFIX).rstrip("/"),
+        "mias_images": mias.n_images,
+        "demo_data": asdict(data),
+    }
 
 
 @flow(name="demo", flow_run_name="demo-{run_id}")
 def demo_flow(
-    store_url: str, run_id: str, patients: int = 24, bad: int = 3, seed: int = 0, params: RetrainParams | None = None
+    store_url: str, run_id: str, patients: int = 40, bad: int = 3, seed: int = 0, params: RetrainParams | None = None,
+    data: DemoData = DEMO_DATA,
 ) -> dict[str, Any]:
-    p = params or RetrainParams(seed=seed)
-    data = synthesize_task(store_url=store_url, patients=patients, bad=bad, seed=seed, mias_images=16)
+    p = params or demo_params(size=128, seed=seed)
+    synthetic = synthesize_demo_data(store_url=store_url, patients=patients, bad=bad, seed=seed, data=data)
     result = retrain_flow(
-        [DatasetSource(dataset="cbis-ddsm", source_url=data["cbis_source_url"])],
-        [DatasetSource(dataset="mini-mias", source_url=data["mias_source_url"])],
+        [DatasetSource(dataset="cbis-ddsm", source_url=synthetic["cbis_source_url"])],
+        [DatasetSource(dataset="mini-mias", source_url=synthetic["mias_source_url"])],
         store_url, run_id, p,
     )
     keys = ("dice_mean", "iou_mean", "dice_pooled", "n_cases", "n_patients", "ci95", "threshold", "detection", "definitions")
@@ -42,10 +106,10 @@ def demo_flow(
         "data_reports": result.data_reports,
         "split": result.split,
         "epochs_run": result.epochs_run,
-        "synthetic": data,
+        "synthetic": synthetic,
     }
 
 
 def run_demo(store_url: str, *, patients: int, size: int, bad: int, seed: int, epochs: int | None = None) -> dict[str, Any]:
-    params = RetrainParams(size=size, seed=seed, **({"epochs": epochs} if epochs else {}))
+    params = demo_params(size=size, seed=seed, epochs=epochs)
     return demo_flow(store_url=store_url, run_id=new_run_id(), patients=patients, bad=bad, seed=seed, params=params)

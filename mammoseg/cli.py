@@ -192,6 +192,12 @@ def retrain(
     input_norm: Annotated[str | None, typer.Option(help="none | breast (default: RetrainParams.input_norm).")] = None,
     tta_mirror: Annotated[bool, typer.Option("--tta-mirror", help="Average predictions with the mirrored image's (in the plan).")] = False,
     seed: Annotated[int, typer.Option()] = 0,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE", help="Any other RetrainParams field (repeatable), e.g. folds=5, "
+                     "patch_size=256, suppress_pectoral=true, aug_gamma=0.4, max_train_minutes=20 "
+                     "(see mammoseg/params.py)."),
+    ] = None,
     run_id: Annotated[str | None, typer.Option(help="Run id (default: new; reuse one to resume its training).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -219,12 +225,33 @@ def retrain(
             size=size, epochs=epochs, base_filters=base_filters, depth=depth, batch_size=batch_size,
             learning_rate=learning_rate, loss=loss, lesion_oversample=lesion_oversample, seed=seed,
             **({"input_norm": input_norm} if input_norm else {}), **({"tta_mirror": True} if tta_mirror else {}),
+            **_param_overrides(set_ or []),
         )
     except (ValueError, ValidationError) as exc:
         raise typer.BadParameter(_one_line(exc)) from None
     result = retrain_flow(train, held, s.store_url, run_id or new_run_id(), params, primary)
     d = result.model_dump()
     _emit(d, as_json, _run_text("mammoseg retrain finished.", d | {"store_url": s.store_url}))
+
+
+def _param_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` → ``{KEY: VALUE}``, VALUE read as JSON when it is (numbers, true/false,
+    null), else as text; an unknown KEY is an error (RetrainParams validates the values)."""
+    from mammoseg.params import RetrainParams
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        if key not in RetrainParams.model_fields:
+            raise ValueError(f"--set {key}: not a RetrainParams field (see mammoseg/params.py)")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
 
 
 def _dataset_sources(specs: list[str], source: str | None, default: str, option: str, source_option: str) -> list[Any]:

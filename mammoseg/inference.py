@@ -83,11 +83,16 @@ class Predictor:
             for image in x
         ]).astype(np.float32)
 
-    def predict_preprocessed(self, images: np.ndarray) -> np.ndarray:
+    def predict_preprocessed(self, images: np.ndarray, *, breast_masks: np.ndarray | None = None) -> np.ndarray:
         """Probabilities ``[N, S, S]`` for preprocessed images ``[N, S, S]`` (uint8/uint16) at
-        the plan's size, with the plan's sliding window and mirroring."""
+        the plan's size, with the plan's sliding window, mirroring and pectoral suppression.
+
+        ``breast_masks`` (the preprocessed cases' ``breast_mask``) help the pectoral-muscle
+        search; without them the breast is taken as the pixels > 0 (preprocessing blanks the
+        rest)."""
         if images.ndim == 2:
-            return self.predict_preprocessed(images[None])[0]
+            masks = None if breast_masks is None else breast_masks[None]
+            return self.predict_preprocessed(images[None], breast_masks=masks)[0]
         size = self.plan.preprocess.size
         if images.shape[-2:] != (size, size):
             raise ValueError(
@@ -99,6 +104,11 @@ class Predictor:
         if self.plan.tta_mirror:
             mirrored = self._probabilities(x[:, ::-1, :].copy())[:, ::-1, :]
             prob = (prob + mirrored) / 2.0
+        if self.plan.suppress_pectoral:
+            from mammoseg.preprocess.pectoral import pectoral_mask
+
+            breasts = images > 0 if breast_masks is None else breast_masks.astype(bool)
+            prob = np.stack([np.where(pectoral_mask(i, b), 0.0, p) for i, b, p in zip(images, breasts, prob)])
         return prob.astype(np.float32)
 
     def predict_original(
@@ -107,7 +117,7 @@ class Predictor:
         """Preprocess an original image with the plan, predict, and map the probabilities back
         onto it: ``(prob in the original geometry, the preprocessed case)``."""
         case = preprocess_arrays(image, [], self.plan.preprocess, laterality=laterality)
-        prob = self.predict_preprocessed(case.image)
+        prob = self.predict_preprocessed(case.image, breast_masks=case.breast_mask)
         return case.transform.to_original(prob, order="linear").astype(np.float32), case
 
 

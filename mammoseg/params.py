@@ -99,12 +99,28 @@ class RetrainParams(BaseModel):
     aug_shift: float = Field(default=0.05, ge=0.0, le=0.5)
     aug_zoom: float = Field(default=0.05, ge=0.0, le=0.5)
     aug_intensity: float = Field(default=0.05, ge=0.0, le=0.5, description="brightness and contrast range")
+    aug_gamma: float = Field(
+        default=0.0, ge=0.0, le=2.0, description="gamma exponent in [1/(1+g), 1+g] on the breast (0: off)"
+    )
+    aug_noise: float = Field(default=0.0, ge=0.0, le=0.2, description="largest Gaussian noise std (0: off)")
+    aug_blur: float = Field(default=0.0, ge=0.0, le=5.0, description="largest Gaussian blur sigma, px (0: off)")
+    folds: int = Field(
+        default=1, ge=1, le=10,
+        description="1: one model, validated on the val split. k > 1: k-fold cross-validation by patient over "
+        "train + val; the k fold models are averaged into the published model (nnU-Net's ensemble).",
+    )
+    max_train_minutes: float | None = Field(
+        default=None, gt=0.0, description="Wall-time budget per trained model (None: epochs and early stopping only)."
+    )
     patch_size: int | None = Field(
         default=None, ge=16, le=1024,
         description="Train on patches of this side and predict with a sliding window (None: whole images).",
     )
     tta_mirror: bool = Field(
         default=False, description="Average each prediction with that of the up/down mirrored image (plan.json)."
+    )
+    suppress_pectoral: bool = Field(
+        default=False, description="Zero the prediction inside the pectoral muscle found in MLO views (plan.json)."
     )
     val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     test_fraction: float = Field(default=0.15, ge=0.0, lt=1.0)

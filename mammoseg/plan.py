@@ -12,6 +12,9 @@ trained and validated:
   (:func:`mammoseg.sliding.sliding_window_predict`, ``window_overlap``, Gaussian blending);
 * ``tta_mirror``: average the prediction with that of the up/down mirrored image (the only
   mirror that keeps the chest wall on its canonical side);
+* ``suppress_pectoral``: set the probability to 0 inside the pectoral muscle of MLO views, as
+  found by :func:`mammoseg.preprocess.pectoral.pectoral_mask` on the preprocessed image (the
+  muscle is bright, lesion-like texture and the commonest large false positive);
 * ``threshold``: the probability cut-off chosen on validation data;
 * ``min_lesion_px`` and ``top_k``: the detection output (lesion list): connected components
   smaller than ``min_lesion_px`` pixels *of the preprocessed grid* are dropped, and at most
@@ -45,6 +48,7 @@ class ModelPlan:
     patch_size: int | None = None
     window_overlap: float = 0.5
     tta_mirror: bool = False
+    suppress_pectoral: bool = False
     threshold: float = 0.5
     min_lesion_px: int = 0
     top_k: int = 5

@@ -559,6 +559,7 @@ def _metric_tables(metrics: Mapping[str, Any], where: str | None = None) -> list
         f"| Dice, mean per image | {_fmt(metrics.get('dice_mean'))} | {_ci(metrics, 'dice_mean')} |",
         f"| IoU, mean per image | {_fmt(metrics.get('iou_mean'))} | {_ci(metrics, 'iou_mean')} |",
         f"| Dice, pooled | {_fmt(metrics.get('dice_pooled'))} | {_ci(metrics, 'dice_pooled')} |",
+        f"| Sensitivity at 0.5 FP/image | {_fmt(det.get('sensitivity_at_0_5fp'))} | n/a |",
         f"| Sensitivity at 1 FP/image | {_fmt(det.get('sensitivity_at_1fp'))} | n/a |",
         f"| Sensitivity at 2 FP/image | {_fmt(det.get('sensitivity_at_2fp'))} | n/a |",
     ]

@@ -131,8 +131,8 @@ def evaluate_model(
     if threshold is None:
         threshold = predictor.plan.threshold
 
-    def predict(image: np.ndarray) -> np.ndarray:
-        return predictor.predict_preprocessed(image[None])[0]
+    def predict(image: np.ndarray, breast_mask: np.ndarray) -> np.ndarray:
+        return predictor.predict_preprocessed(image, breast_masks=breast_mask)
 
     predictions: dict[str, np.ndarray] = {}
     baseline: list[tuple[float, int, int, int]] = []  # (dice, tp, fp, fn) of "whole breast = lesion"
@@ -140,7 +140,7 @@ def evaluate_model(
     def cases() -> Iterator[EvalCase]:
         for row in manifest.itertuples(index=False):
             arrays = read_preprocessed(store, row.npz_key)
-            prob = predict(arrays.image)
+            prob = predict(arrays.image, arrays.breast_mask)
             prob_orig = arrays.transform.to_original(prob, order="linear")
             meta = images.loc[row.case_id]
             truth, lesions = _truth(meta, arrays.transform.original_shape, source)
@@ -196,7 +196,7 @@ def evaluate_model(
         if pred is None:  # evicted: predict again
             row = manifest[manifest["case_id"] == case_id].iloc[0]
             arrays = read_preprocessed(store, row["npz_key"])
-            pred = arrays.transform.to_original(predict(arrays.image), order="linear") >= threshold
+            pred = arrays.transform.to_original(predict(arrays.image, arrays.breast_mask), order="linear") >= threshold
         case_dice = float(result.per_image.set_index("case_id").loc[case_id, "dice"])
         items.append((image, truth, pred, f"{label}: {case_id} Dice {case_dice:.2f}"))
     if items:

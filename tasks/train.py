@@ -6,6 +6,7 @@ import io
 import json
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -115,16 +116,12 @@ def train_unet(manifest_uri: str, split_uri: str, store_url: str, run_id: str, p
     sliding window, mirroring) is written with it; its decision threshold is chosen on the
     validation split (never on a test set), on predictions made with that plan.
     """
-    from dataclasses import fields
-
     from mammoseg.evaluation import choose_threshold
-    from mammoseg.inference import Predictor, load_model
-    from mammoseg.model.unet import UNetConfig
+    from mammoseg.inference import Predictor
     from mammoseg.plan import PLAN_FILE, ModelPlan
     from mammoseg.preprocess import PreprocessParams
-    from mammoseg.training.augment import AugmentConfig
-    from mammoseg.training.dataset import load_samples, make_dataset
-    from mammoseg.training.train import TrainConfig, train
+    from mammoseg.training.dataset import load_samples
+    from mammoseg.training.recipe import breast_masks, configs, fit_folds, fit_one
 
     settings = get_settings()
     logger = get_run_logger()
@@ -133,7 +130,7 @@ def train_unet(manifest_uri: str, split_uri: str, store_url: str, run_id: str, p
     train_rows, val_rows = manifest[manifest["split"] == "train"], manifest[manifest["split"] == "val"]
     plan = ModelPlan(
         preprocess=PreprocessParams.from_settings(settings, size=params.size),
-        patch_size=params.patch_size, tta_mirror=params.tta_mirror,
+        patch_size=params.patch_size, tta_mirror=params.tta_mirror, suppress_pectoral=params.suppress_pectoral,
     )
     digests = set(manifest["params_digest"])
     if digests != {plan.preprocess.digest()}:
@@ -141,64 +138,61 @@ def train_unet(manifest_uri: str, split_uri: str, store_url: str, run_id: str, p
             f"the training arrays were preprocessed with parameters {sorted(digests)}, not the plan's "
             f"({plan.preprocess.digest()}): preprocess them with this run's settings"
         )
-    if params.patch_size is not None and params.patch_size != params.size:
-        raise NotImplementedError("patch training is not wired into train-unet yet: leave patch_size unset")
-    optional = {"input_norm": params.input_norm} if "input_norm" in {f.name for f in fields(UNetConfig)} else {}
-    if params.input_norm != "none" and not optional:
-        raise ValueError(f"input_norm={params.input_norm!r} needs a UNetConfig with an input_norm field")
-    model_config = UNetConfig(
-        input_size=plan.network_size, base_filters=params.base_filters, depth=params.depth,
-        dropout=params.dropout, batch_norm=params.batch_norm, **optional,
-    )
-    train_config = TrainConfig(
-        epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate,
-        loss=params.loss, focal_alpha=params.focal_alpha, lesion_oversample=params.lesion_oversample, seed=params.seed,
-        early_stopping_patience=params.early_stopping_patience, lr_patience=params.lr_patience,
-        augment=AugmentConfig(
-            rotate_deg=params.aug_rotate_deg, shift=params.aug_shift, zoom=params.aug_zoom,
-            brightness=params.aug_intensity, contrast=params.aug_intensity, seed=params.seed,
-        ) if params.augment else None,
-    )
-    train_ds = make_dataset(
-        store, train_rows, batch_size=params.batch_size, training=True, augment=train_config.augment,
-        shuffle_seed=params.seed, lesion_oversample=params.lesion_oversample,
-    )
-    val_ds = make_dataset(store, val_rows, batch_size=params.batch_size, training=False)
-
+    model_config, train_config = configs(params, plan.network_size)
+    total_epochs = params.epochs * params.folds
     progress = create_progress_artifact(0.0, key="training-progress", description=f"epochs of run {run_id}")
 
-    def on_epoch_end(epoch: int, logs: dict) -> None:
-        _progress_bar(epoch, params.epochs, logs.get("val_dice", float("nan")))
+    def on_epoch_end(fold: int, epoch: int, logs: dict) -> None:
+        done = fold * params.epochs + epoch
+        _progress_bar(done, total_epochs, logs.get("val_dice", float("nan")))
         logger.info(
-            "epoch %d/%d loss=%.4f dice=%.3f val_loss=%.4f val_dice=%.3f lr=%.2g",
+            "%sepoch %d/%d loss=%.4f dice=%.3f val_loss=%.4f val_dice=%.3f lr=%.2g",
+            f"fold {fold + 1}/{params.folds} " if params.folds > 1 else "",
             epoch, params.epochs, logs.get("loss", float("nan")), logs.get("dice", float("nan")),
             logs.get("val_loss", float("nan")), logs.get("val_dice", float("nan")),
             logs.get("learning_rate", float("nan")),
         )
-        update_progress_artifact(progress, 100.0 * epoch / params.epochs)
+        update_progress_artifact(progress, 100.0 * done / total_epochs)
 
     workdir = settings.work_dir / "runs" / run_id / "train"
-    result = train(model_config, train_config, train_ds, val_ds, workdir, on_epoch_end=on_epoch_end)
+    if params.folds > 1:
+        # nnU-Net style: k fold models over train + val, each validated on its own fold; the
+        # threshold is chosen on every pooled image's out-of-fold prediction.
+        pool = manifest[manifest["split"].isin(["train", "val"])]
+        fitted = fit_folds(store, pool, params, plan, workdir, on_epoch_end)
+        model, results = fitted.model, fitted.results
+        _, masks = load_samples(store, pool)
+        probs = np.stack([fitted.oof[c] for c in pool["case_id"]])
+        model_path = workdir / "ensemble.keras"
+        model.save(model_path)
+        history = [{**h, "fold": float(k)} for k, r in enumerate(results) for h in r.history]
+    else:
+        model, result = fit_one(store, train_rows, val_rows, params, plan, workdir,
+                                lambda e, logs: on_epoch_end(0, e, logs))
+        results, model_path, history = [result], result.best_model_path, result.history
+        images, masks = load_samples(store, val_rows)
+        probs = Predictor(model, plan).predict_preprocessed(images, breast_masks=breast_masks(store, val_rows))
     update_progress_artifact(progress, 100.0)
-    _progress_bar(params.epochs, params.epochs, result.best_val_dice)
-
-    model = load_model(result.best_model_path)
-    val_images, val_masks = load_samples(store, val_rows)
-    probs = Predictor(model, plan).predict_preprocessed(val_images)
-    threshold = float(choose_threshold(list(probs), list(val_masks.astype(bool))))
+    best_val_dice = float(np.mean([r.best_val_dice for r in results]))
+    _progress_bar(total_epochs, total_epochs, best_val_dice)
+    threshold = float(choose_threshold(list(probs), list(masks.astype(bool))))
     plan = plan.replace(threshold=threshold)
-    logger.info("best epoch %d (val Dice %.3f); threshold chosen on validation: %.2f", result.best_epoch, result.best_val_dice, threshold)
-    model_uri = store.write_file(join_key("runs", run_id, "model", "model.keras"), result.best_model_path).uri
+    logger.info(
+        "best epoch %s (val Dice %.3f); threshold chosen on %s: %.2f",
+        "/".join(str(r.best_epoch) for r in results), best_val_dice,
+        f"out-of-fold predictions of {params.folds} folds" if params.folds > 1 else "validation", threshold,
+    )
+    model_uri = store.write_file(join_key("runs", run_id, "model", "model.keras"), model_path).uri
     plan_uri = store.write_bytes(join_key("runs", run_id, "model", PLAN_FILE), plan.to_json(), "application/json").uri
     return TrainOutcome(
         run_id=run_id,
         model_uri=model_uri,
         plan_uri=plan_uri,
-        history=result.history,
-        epochs_run=result.epochs_run,
-        best_epoch=result.best_epoch,
-        best_val_dice=float(result.best_val_dice),
-        resumed_from_epoch=result.resumed_from_epoch,
+        history=history,
+        epochs_run=sum(r.epochs_run for r in results),
+        best_epoch=results[0].best_epoch,
+        best_val_dice=best_val_dice,
+        resumed_from_epoch=results[0].resumed_from_epoch,
         threshold=threshold,
         model_config_=json.loads(json.dumps(model_config.to_dict())),
         train_config=json.loads(json.dumps(train_config.to_dict())),

@@ -555,6 +555,77 @@ def calcification_patch(
 
 
 # ----------------------------------------------------------------------------------------------
+# the lesion model shared by the generators
+# ----------------------------------------------------------------------------------------------
+
+#: Range of a mass's mean radius in mm (both generators draw masses from it).
+MASS_RADIUS_MM: Final = (4.0, 13.0)
+
+
+@dataclass(frozen=True)
+class LesionSpec:
+    """One lesion in CBIS-DDSM's vocabulary; every generator describes its lesions so (mini-MIAS
+    classes map onto it), so a lesion class looks the same in every synthetic data set.
+
+    ``kind``: ``"mass"`` (masses, architectural distortions, asymmetries: ``a`` the shape, ``b``
+    the margins) or ``"calcification"`` (``a`` the calc type, ``b`` the distribution).
+    ``radius_mm``: a mass's mean body radius (unused for calcifications). ``subtlety``: 1 (subtle)
+    to 5 (obvious), as CBIS-DDSM's column; it sets the contrast (:func:`lesion_contrast`).
+    """
+
+    kind: str
+    a: str
+    b: str
+    radius_mm: float
+    subtlety: int
+
+
+@dataclass(frozen=True)
+class LesionLook:
+    """Scales of the lesion model over the realistic defaults (1.0, 1.0).
+
+    ``contrast`` multiplies every lesion's peak added intensity; ``size`` every physical size
+    (mass radius, calcification cluster extent and dot size, ROI margin). Raised, they make
+    lesions learnable by a small model on small images in minutes (the demo), at the cost of
+    realism.
+    """
+
+    contrast: float = 1.0
+    size: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (0.0 < self.contrast <= 5.0 and 0.0 < self.size <= 5.0):
+            raise ValueError(f"lesion contrast and size scales must be in (0, 5]: {self}")
+
+
+def draw_mass_radius_mm(rng: np.random.Generator) -> float:
+    """A mass's mean radius in mm, uniform in :data:`MASS_RADIUS_MM`."""
+    return float(rng.uniform(*MASS_RADIUS_MM))
+
+
+def lesion_contrast(kind: str, subtlety: int) -> float:
+    """Peak added intensity of a lesion of ``kind`` and CBIS ``subtlety`` (1..5), image in 0..1."""
+    s = min(max(int(subtlety), 1), 5)
+    return 0.3 + 0.05 * s if kind == "calcification" else 0.12 + 0.025 * s
+
+
+def lesion_maker(
+    rng: np.random.Generator, spec: LesionSpec, px_mm: float, look: LesionLook = LesionLook()
+) -> Callable[[float], LesionPatch]:
+    """``scale -> patch`` for :func:`place_and_paste` (which shrinks ``scale`` on failed
+    placements): the lesion of ``spec`` on an image of ``px_mm`` millimetre pixels."""
+    contrast = lesion_contrast(spec.kind, spec.subtlety) * look.contrast
+
+    def make(scale: float) -> LesionPatch:
+        if spec.kind == "calcification":
+            return calcification_patch(rng, px_mm / (scale * look.size), spec.a, spec.b, contrast)
+        radius = spec.radius_mm * look.size * rng.uniform(0.9, 1.1) * scale / px_mm
+        return mass_patch(rng, max(radius, 2.5), spec.a, spec.b, contrast)
+
+    return make
+
+
+# ----------------------------------------------------------------------------------------------
 # composition
 # ----------------------------------------------------------------------------------------------
 

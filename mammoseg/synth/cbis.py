@@ -153,7 +153,8 @@ class CbisSynthParams:
     images (``monochrome1_fraction``, ``window_fraction``, ``rescale_fraction``) or patients
     (``test_fraction``; at least one test and one training patient when there are two or more).
     ``n_bad`` adds that many defective single-image patients, kinds cycling through
-    :data:`DEFECT_KINDS`.
+    :data:`DEFECT_KINDS`. ``lesion_contrast`` and ``lesion_size`` scale the shared lesion model
+    (:class:`~mammoseg.synth.anatomy.LesionLook`; 1.0: realistic).
     """
 
     n_patients: int = 6
@@ -170,6 +171,8 @@ class CbisSynthParams:
     test_fraction: float = 0.3
     n_bad: int = 0
     prefix: str = "CBIS-DDSM"
+    lesion_contrast: float = 1.0
+    lesion_size: float = 1.0
 
     def __post_init__(self) -> None:
         if self.n_patients < 0 or self.n_bad < 0 or self.n_patients + self.n_bad < 1:
@@ -192,6 +195,7 @@ class CbisSynthParams:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
+        A.LesionLook(self.lesion_contrast, self.lesion_size)  # validates the scales
         validate_key(self.prefix)
 
 
@@ -203,7 +207,11 @@ class _Lesion:
     pathology: str
     assessment: int
     subtlety: int
-    size_mm: float
+    radius_mm: float
+
+    @property
+    def spec(self) -> A.LesionSpec:
+        return A.LesionSpec(self.kind, self.a, self.b, self.radius_mm, self.subtlety)
 
 
 @dataclass
@@ -284,7 +292,7 @@ def _mass_lesion(rng: np.random.Generator, index: int) -> _Lesion:
         pathology=pathology,
         assessment=_assessment(rng, pathology),
         subtlety=int(rng.integers(1, 6)),
-        size_mm=float(rng.uniform(4.0, 13.0)),
+        radius_mm=A.draw_mass_radius_mm(rng),
     )
 
 
@@ -304,7 +312,7 @@ def _calc_lesion(rng: np.random.Generator, index: int) -> _Lesion:
         pathology=pathology,
         assessment=_assessment(rng, pathology),
         subtlety=int(rng.integers(1, 6)),
-        size_mm=0.0,
+        radius_mm=0.0,
     )
 
 
@@ -426,18 +434,11 @@ def _render(
     canvas = anatomy.image.copy()
     placed: list[tuple[_Lesion, A.LesionPatch, int, int, np.ndarray]] = []
     taken: list[tuple[int, int, float]] = []
+    look = A.LesionLook(p.lesion_contrast, p.lesion_size)
     for les in im.breast.lesions:
-
-        def make_patch(scale: float, les: _Lesion = les) -> A.LesionPatch:
-            if les.kind == "mass":
-                radius = max(les.size_mm * rng.uniform(0.9, 1.1) * scale / layout.px_mm, 2.5)
-                contrast = 0.12 + 0.025 * les.subtlety
-                return A.mass_patch(rng, radius, les.a, les.b, contrast)
-            contrast = 0.3 + 0.05 * les.subtlety
-            return A.calcification_patch(rng, layout.px_mm / scale, les.a, les.b, contrast)
-
         patch, row, col, mask = A.place_and_paste(
-            rng, anatomy, canvas, taken, make_patch, f"a {les.kind} in a {p.height}x{p.width} image"
+            rng, anatomy, canvas, taken, A.lesion_maker(rng, les.spec, layout.px_mm, look),
+            f"a {les.kind} in a {p.height}x{p.width} image",
         )
         placed.append((les, patch, row, col, mask))
     return canvas, anatomy, chest_wall, placed

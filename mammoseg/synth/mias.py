@@ -3,7 +3,9 @@
 Written under ``<prefix>/``:
 
 * ``mdbNNN.pgm`` — binary PGM (P5), 8-bit, ``size`` x ``size`` (real: 1024), one MLO view each,
-  drawn with the same anatomy as the CBIS-DDSM synthetic images.
+  drawn with the same anatomy and the same lesion model as the CBIS-DDSM synthetic images: each
+  MIAS class is drawn as the CBIS-DDSM lesion it corresponds to (:data:`CLASS_LESIONS`), with
+  the same size and subtlety distributions, so the two sets differ by format, not by lesion.
 * ``Info.txt`` — a text preamble, then one line per abnormality
   ``mdbNNN BG CLASS SEVERITY X Y RADIUS``, or ``mdbNNN BG NORM`` (trailing space, as the real
   file) for normal images. ``BG`` is the background tissue (``F`` fatty, ``G`` fatty-glandular,
@@ -25,7 +27,6 @@ image edge of that side (right breast: right edge), as in the real images.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -37,6 +38,16 @@ from mammoseg.synth.records import SynthImage, SynthLesion, SynthSummary
 
 MIAS_CLASSES: Final = ("CIRC", "SPIC", "MISC", "ARCH", "ASYM", "CALC")
 _DENSITY: Final = {"F": (1, 2), "G": (2, 3), "D": (3, 4)}
+#: MIAS class -> CBIS-DDSM kind and descriptors (shape/margins or calc type/distribution); a
+#: CIRC mass is ROUND or OVAL at random, a CALC line without coordinates is widely scattered.
+CLASS_LESIONS: Final = {
+    "CIRC": ("mass", "ROUND|OVAL", "CIRCUMSCRIBED"),
+    "SPIC": ("mass", "IRREGULAR", "SPICULATED"),
+    "MISC": ("mass", "IRREGULAR", "ILL_DEFINED"),
+    "ARCH": ("mass", "ARCHITECTURAL_DISTORTION", "N/A"),
+    "ASYM": ("mass", "FOCAL_ASYMMETRIC_DENSITY", "N/A"),
+    "CALC": ("calcification", "PLEOMORPHIC", "CLUSTERED"),
+}
 _ABNORMALITY_TYPE: Final = {
     "CIRC": "mass",
     "SPIC": "mass",
@@ -54,6 +65,9 @@ class MiasSynthParams:
     ``n_women`` pairs of images (``2 * n_women`` images). Fractions become exact counts
     (rounded) over images (``abnormal_fraction``) and abnormal images
     (``multi_lesion_fraction``: two lesions; ``no_coords_fraction``: lines without coordinates).
+    ``lesion_contrast`` and ``lesion_size`` scale the shared lesion model
+    (:class:`~mammoseg.synth.anatomy.LesionLook`; 1.0: realistic), as in
+    :class:`~mammoseg.synth.cbis.CbisSynthParams`.
     """
 
     n_women: int = 4
@@ -63,6 +77,8 @@ class MiasSynthParams:
     multi_lesion_fraction: float = 0.2
     no_coords_fraction: float = 0.2
     prefix: str = "mini-mias"
+    lesion_contrast: float = 1.0
+    lesion_size: float = 1.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_women <= 499:
@@ -75,6 +91,7 @@ class MiasSynthParams:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
+        A.LesionLook(self.lesion_contrast, self.lesion_size)  # validates the scales
         validate_key(self.prefix)
 
 
@@ -141,26 +158,17 @@ def _pgm(img: np.ndarray) -> bytes:
     return f"P5\n{w} {h}\n255\n".encode("ascii") + np.ascontiguousarray(img, np.uint8).tobytes()
 
 
-def _patch(rng: np.random.Generator, cls: str, px_mm: float, located: bool) -> A.LesionPatch:
-    if cls == "CALC":
-        dist = "CLUSTERED" if located else "DIFFUSELY_SCATTERED"
-        return A.calcification_patch(rng, px_mm, "PLEOMORPHIC", dist, rng.uniform(0.4, 0.55))
-    radius = rng.uniform(4.0, 12.0) / px_mm
-    shape, margins = {
-        "CIRC": (("ROUND", "OVAL")[int(rng.integers(2))], "CIRCUMSCRIBED"),
-        "SPIC": ("IRREGULAR", "SPICULATED"),
-        "MISC": ("IRREGULAR", "ILL_DEFINED"),
-        "ARCH": ("ARCHITECTURAL_DISTORTION", "N/A"),
-        "ASYM": ("FOCAL_ASYMMETRIC_DENSITY", "N/A"),
-    }[cls]
-    return A.mass_patch(rng, max(radius, 2.5), shape, margins, rng.uniform(0.17, 0.25))
-
-
-def _patch_maker(
-    rng: np.random.Generator, cls: str, px_mm: float, located: bool
-) -> Callable[[float], A.LesionPatch]:
-    """``scale -> patch`` for :func:`anatomy.place_and_paste` (shrinks on failed placements)."""
-    return lambda scale: _patch(rng, cls, px_mm / scale, located)
+def lesion_spec(rng: np.random.Generator, cls: str, located: bool) -> A.LesionSpec:
+    """The shared-model lesion of a MIAS class (:data:`CLASS_LESIONS`): radius and subtlety
+    drawn as for the CBIS-DDSM synthetic lesions."""
+    kind, a, b = CLASS_LESIONS[cls]
+    if "|" in a:
+        options = a.split("|")
+        a = options[int(rng.integers(len(options)))]
+    if kind == "calcification" and not located:
+        b = "DIFFUSELY_SCATTERED"
+    radius = A.draw_mass_radius_mm(rng) if kind == "mass" else 0.0
+    return A.LesionSpec(kind, a, b, radius, int(rng.integers(1, 6)))
 
 
 def generate_mias(store: ObjectStore, params: MiasSynthParams | None = None) -> SynthSummary:
@@ -176,6 +184,7 @@ def generate_mias(store: ObjectStore, params: MiasSynthParams | None = None) -> 
     classes = [MIAS_CLASSES[int(i)] for i in master.permutation(len(MIAS_CLASSES))]
     backgrounds = [("F", "G", "D")[int(master.integers(3))] for _ in range(p.n_women)]
 
+    look = A.LesionLook(p.lesion_contrast, p.lesion_size)
     lines: list[str] = []
     keys: list[str] = []
     images: list[SynthImage] = []
@@ -207,9 +216,9 @@ def generate_mias(store: ObjectStore, params: MiasSynthParams | None = None) -> 
             severity = {"SPIC": "M", "CIRC": "B"}.get(cls, ("B", "M")[int(rng.integers(2))])
             if cls in ("SPIC", "CIRC") and rng.random() < 0.15:
                 severity = "B" if severity == "M" else "M"
+            spec = lesion_spec(rng, cls, located_all)
             patch, row, col, mask = A.place_and_paste(
-                rng, anatomy, canvas, taken,
-                _patch_maker(rng, cls, layout.px_mm, located_all),
+                rng, anatomy, canvas, taken, A.lesion_maker(rng, spec, layout.px_mm, look),
                 f"a {cls} lesion in {name}",
             )
             ys, xs = np.nonzero(mask)

@@ -138,3 +138,35 @@ def test_retrain_on_two_datasets_scores_each_and_publishes_the_plan(tmp_path) ->
     assert predictor.plan.threshold == pytest.approx(config["threshold"])
     assert predictor.plan.preprocess.size == params.size and predictor.plan.tta_mirror is params.tta_mirror
     assert all(e.metrics["threshold"] == pytest.approx(config["threshold"]) for e in result.evaluations)
+
+
+def test_retrain_with_fold_ensemble_and_patches_publishes_one_model_that_predict_uses(tmp_path) -> None:
+    """folds=2 + patch_size: two fold models trained on patches, averaged into one published
+    model; its plan says 'slide a 32-px window over 64-px images' and the threshold comes from
+    out-of-fold predictions."""
+    store_url = (tmp_path / "store").as_uri()
+    data = synthesize(store_url=store_url, patients=6, height=128, width=96, mias_images=4, mias_size=64, bad=0, seed=3)
+    params = TINY.model_copy(update={"folds": 2, "patch_size": 32, "epochs": 1, "tta_mirror": True})
+    result = retrain_flow(
+        [DatasetSource(dataset="cbis-ddsm", source_url=data["cbis_source_url"])], [], store_url, new_run_id(), params,
+    )
+    store = open_store(store_url, get_settings())
+    version = read_version(store, result.version)
+    from mammoseg.inference import load_predictor
+
+    predictor = load_predictor(version.model_uri, get_settings())
+    assert predictor.plan.patch_size == 32 and predictor.plan.preprocess.size == 64 and predictor.plan.tta_mirror
+    assert [layer.name for layer in predictor.model.layers if layer.name.startswith("fold")] == ["fold0", "fold1"]
+    config = json.loads(store.read_bytes(f"models/versions/{result.version}/training_config.json"))
+    assert {h["fold"] for h in config["history"]} == {0.0, 1.0}
+    assert result.primary == "internal-test-cbis-ddsm"
+
+    # `mammoseg evaluate` on the published champion reproduces the model card's held-out figures
+    from flows.evaluate import evaluate_flow
+
+    again = evaluate_flow("mini-mias-masses", store.uri("raw/heldout-mias"), store_url, new_run_id(),
+                          n_boot=params.n_boot)
+    published = metrics["heldout"]["mini-mias-masses"]
+    for key in ("dice_mean", "iou_mean", "dice_pooled", "n_cases"):
+        assert again.metrics[key] == pytest.approx(published[key], abs=1e-6), key
+    assert again.metrics["ci95"]["dice_mean"] == pytest.approx(published["ci95"]["dice_mean"], abs=1e-6)

@@ -74,6 +74,10 @@ def _flat(text: str) -> str:
         (["--source", "/a", "--heldout", "mini-mias=/b", "--heldout-source", "/c"], "not both"),
         (["--source", "/a", "--heldout-dataset", "inbreast"], "needs --heldout-source"),
         (["--source", "/a", "--heldout", "mini-mias=/b", "--primary", "inbreast"], "names no evaluated set"),
+        (["--source", "/a", "--set", "colour=red"], "--set colour: not a RetrainParams field"),
+        (["--source", "/a", "--set", "folds"], "expected KEY=VALUE"),
+        (["--source", "/a", "--set", "folds=0"], "folds"),
+        (["--source", "/a", "--set", "patch_size=512", "--size", "256"], "larger than the image size"),
     ],
 )
 def test_retrain_refuses_bad_dataset_options_before_any_run(args: list[str], message: str) -> None:
@@ -90,6 +94,18 @@ def test_retrain_dataset_options_one_and_several() -> None:
     assert _dataset_sources(["inbreast"], "/inb", "cbis-ddsm", "--dataset", "--source")[0].dataset == "inbreast"
     several = _dataset_sources(["cdd-cesm-dm=s3://b/cdd?v=1", "inbreast=../shared/data/inbreast"], None, "cbis-ddsm", "--dataset", "--source")
     assert [(d.dataset, d.source_url) for d in several] == [("cdd-cesm-dm", "s3://b/cdd?v=1"), ("inbreast", "../shared/data/inbreast")]
+
+
+def test_retrain_set_reads_json_values_into_retrain_params() -> None:
+    from mammoseg.cli import _param_overrides
+    from mammoseg.params import RetrainParams
+
+    values = _param_overrides(["folds=5", "patch-size=256", "suppress_pectoral=true", "input_norm=breast",
+                               "max_train_minutes=null"])
+    assert values == {"folds": 5, "patch_size": 256, "suppress_pectoral": True, "input_norm": "breast",
+                      "max_train_minutes": None}
+    params = RetrainParams(size=512, **values)
+    assert params.folds == 5 and params.patch_size == 256 and params.suppress_pectoral
 
 
 def test_primary_set_defaults_and_names() -> None:
