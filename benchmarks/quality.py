@@ -204,6 +204,7 @@ class Truths:
 def score(store: Any, cases: pd.DataFrame, probs: dict[str, np.ndarray], truths: Truths, n_boot: int) -> dict[str, Any]:
     from mammoseg.evaluation import EvalCase, evaluate
     from mammoseg.preprocess import read_preprocessed
+    from mammoseg.plan import ModelPlan
 
     def stream():
         for _, row in cases.iterrows():
@@ -213,7 +214,7 @@ def score(store: Any, cases: pd.DataFrame, probs: dict[str, np.ndarray], truths:
             yield EvalCase(case_id=row["case_id"], patient_id=row["patient_id"], prob=np.clip(prob, 0, 1),
                            truth=truth, lesions=lesions, subgroups={"dataset": row["dataset"]})
 
-    r = evaluate(stream(), threshold=0.5, n_boot=n_boot, seed=0)
+    r = evaluate(stream(), threshold=0.5, n_boot=n_boot, seed=0, top_k=ModelPlan().top_k)
     return {
         "n_images": r.n_cases, "n_patients": r.n_patients, "dice_mean": r.dice_mean,
         "dice_mean_ci95": r.ci95.get("dice_mean"), "dice_pooled": r.dice_pooled,

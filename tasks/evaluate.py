@@ -156,7 +156,8 @@ def evaluate_model(
             if len(predictions) > 64:
                 predictions.pop(next(iter(predictions)))
 
-    result = evaluate(cases(), threshold=threshold, n_boot=n_boot, seed=0)
+    # the FROC counts what the lesion list of `predict` would show: the plan's top-k per image
+    result = evaluate(cases(), threshold=threshold, n_boot=n_boot, seed=0, top_k=predictor.plan.top_k)
     findings: list[str] | None = None
     if train_manifest_uri is not None and split_uri is not None:
         split = read_manifest(split_uri)

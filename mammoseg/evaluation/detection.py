@@ -333,8 +333,13 @@ def detection_counts(
     thresholds: Sequence[float] | np.ndarray = DEFAULT_FROC_THRESHOLDS,
     *,
     min_area: int = 1,
+    top_k: int | None = None,
 ) -> DetectionCounts:
     """Hits and false positives of one image at every threshold (exact: components recomputed).
+
+    ``top_k``: at each threshold only the ``top_k`` components with the highest score (highest
+    probability inside; ties: raster order) count, as in the lesion list that ``predict`` writes
+    (:func:`lesion_list`); ``None`` counts every component.
 
     Cost: one labelling of the full image at the lowest threshold, then work inside each
     candidate region only (components at a higher threshold lie inside those at a lower one).
@@ -342,11 +347,13 @@ def detection_counts(
     p = as_prob(prob)
     if min_area < 1:
         raise EvaluationInputError("min_area must be >= 1")
+    if top_k is not None and top_k < 1:
+        raise EvaluationInputError("top_k must be >= 1 (or None)")
     thr = _check_thresholds(thresholds)
     norm = [as_lesion(les, p.shape) for les in lesions]
     k = thr.size
-    hit_any = np.zeros((k, len(norm)), dtype=bool)
-    fps = np.zeros(k, dtype=np.int64)
+    # per threshold: the components' scores and which lesions each one hits
+    found: list[list[tuple[float, np.ndarray]]] = [[] for _ in range(k)]
 
     typed = thr.astype(p.dtype)  # compare in the map's dtype, exactly as binarize() does
     n, labels, stats, _ = _label(p >= typed[0])
@@ -363,19 +370,31 @@ def detection_counts(
                 break  # nothing of this region survives this or any higher threshold
             if j == 0:
                 cents = np.array([[_centroid(region)]], dtype=float).reshape(1, 2)
+                comp_scores = np.array([scores[i]], dtype=float)
             else:
-                m, _lab, st, ce = _label(region & (sub >= typed[j]))
+                m, lab, st, ce = _label(region & (sub >= typed[j]))
                 keep = st[1:m, cv2.CC_STAT_AREA] >= min_area
                 cents = ce[1:m][keep][:, ::-1].astype(float)  # (x, y) -> (y, x)
+                comp_scores = _max_per_label(lab, sub, m)[1:m][keep].astype(float)
             if cents.shape[0] == 0:
                 continue
             cents = cents + np.array([y0, x0], dtype=float)
             inside = _inside(cents, norm)
-            hit_any[j] |= inside.any(axis=0)
-            fps[j] += int(np.count_nonzero(~inside.any(axis=1)))
+            found[j].extend(zip(comp_scores.tolist(), list(inside), strict=True))
+    hits = np.zeros(k, dtype=np.int64)
+    fps = np.zeros(k, dtype=np.int64)
+    for j, comps in enumerate(found):
+        if top_k is not None and len(comps) > top_k:
+            order = sorted(range(len(comps)), key=lambda c: -comps[c][0])  # stable: raster order on ties
+            comps = [comps[c] for c in order[:top_k]]
+        hit_any = np.zeros(len(norm), dtype=bool)
+        for _, row in comps:
+            hit_any |= row
+            fps[j] += int(not row.any())
+        hits[j] = int(hit_any.sum())
     return DetectionCounts(
         thresholds=thr,
-        hits=hit_any.sum(axis=1).astype(np.int64),
+        hits=hits,
         false_positives=fps,
         n_lesions=len(norm),
         max_score=float(p.max()),

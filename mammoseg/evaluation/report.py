@@ -82,9 +82,10 @@ class DetectionSummary:
     n_lesions: int
     min_area: int
     froc: pd.DataFrame
+    top_k: int | None = None  # at most this many components per image counted (the lesion list)
 
 
-def definitions(threshold: float, n_boot: int, min_area: int) -> dict[str, str]:
+def definitions(threshold: float, n_boot: int, min_area: int, top_k: int | None = None) -> dict[str, str]:
     """The rules behind every number, in words (goes into reports and the model card)."""
     return {
         "geometry": "All metrics are computed in the original image geometry (predictions mapped "
@@ -104,7 +105,9 @@ def definitions(threshold: float, n_boot: int, min_area: int) -> dict[str, str]:
         "lesion_size": "Truth area relative to the whole image: none (0), small (< 0.5%), medium "
         "(0.5% to < 2%), large (>= 2%).",
         "detection": "A lesion is hit when the centroid of an 8-connected predicted component "
-        f"(area >= {min_area} px) lies inside it (mask, or circle for MIAS); a component inside "
+        f"(area >= {min_area} px"
+        + (f"; at most the {top_k} highest-scoring components per image, as in the lesion list" if top_k else "")
+        + ") lies inside it (mask, or circle for MIAS); a component inside "
         "no lesion is a false positive. Components are recomputed at every threshold. "
         "Sensitivity at k FP/image = best sensitivity over swept thresholds with at most k false "
         "positives per image (0 if none).",
@@ -159,6 +162,7 @@ class EvaluationResult:
                 "fp_per_image_at_threshold": det.fp_per_image_at_threshold,
                 "n_lesions": det.n_lesions,
                 "min_area": det.min_area,
+                "top_k": det.top_k,
                 "froc": det.froc[["threshold", "sensitivity", "fp_per_image"]].to_dict("records"),
             },
             "definitions": dict(self.definitions),
@@ -242,7 +246,7 @@ def _jsonable(x: Any) -> Any:
 
 
 def _case_stats(
-    case: EvalCase, threshold: float, froc_thresholds: np.ndarray, min_area: int
+    case: EvalCase, threshold: float, froc_thresholds: np.ndarray, min_area: int, top_k: int | None = None
 ) -> tuple[dict[str, object], DetectionCounts]:
     if not isinstance(case.case_id, str) or not case.case_id:
         raise EvaluationInputError("a case has no case_id")
@@ -261,7 +265,7 @@ def _case_stats(
         pred = binarize(prob, threshold)
         row = score_row(case.case_id, case.patient_id, pred, truth, case.subgroups)
         lesions = lesions_from_truth(truth) if case.lesions is None else list(case.lesions)
-        counts = detection_counts(prob, lesions, froc_thresholds, min_area=min_area)
+        counts = detection_counts(prob, lesions, froc_thresholds, min_area=min_area, top_k=top_k)
     except EvaluationInputError as exc:
         raise EvaluationInputError(f"case {case.case_id}: {exc}") from exc
     return row, counts
@@ -307,6 +311,7 @@ def evaluate(
     n_boot: int = 2000,
     seed: int = 0,
     min_area: int = 1,
+    top_k: int | None = None,
     froc_thresholds: Sequence[float] | np.ndarray = DEFAULT_FROC_THRESHOLDS,
 ) -> EvaluationResult:
     """Evaluate held-out cases at a fixed ``threshold`` (chosen on validation).
@@ -327,7 +332,7 @@ def evaluate(
         if case.case_id in seen:
             raise EvaluationInputError(f"case {case.case_id}: duplicate case id")
         seen.add(case.case_id)
-        row, cnt = _case_stats(case, float(threshold), thr, min_area)
+        row, cnt = _case_stats(case, float(threshold), thr, min_area, top_k)
         rows.append(row)
         counts.append(cnt)
         groups += [str(g) for g in case.subgroups if str(g) not in groups]
@@ -354,6 +359,7 @@ def evaluate(
         fp_per_image_at_threshold=float(at_thr["fp_per_image"]),
         n_lesions=int(froc["n_lesions"].iloc[0]),
         min_area=min_area,
+        top_k=top_k,
         froc=froc,
     )
     return EvaluationResult(
@@ -366,7 +372,7 @@ def evaluate(
         threshold=float(threshold),
         subgroups=_subgroup_table(per_image, [*groups, SIZE_GROUP], n_boot, seed),
         detection=detection,
-        definitions=definitions(float(threshold), n_boot, min_area),
+        definitions=definitions(float(threshold), n_boot, min_area, top_k),
         per_image=per_image,
         n_boot=n_boot,
         seed=seed,

@@ -85,7 +85,8 @@ def _direct_evaluation(store_url: str, model_uri: str, result) -> dict:
             truth |= render_geometry(g, shape)
         lesions = [lesion_from_geometry(g, shape) for g in meta["mask_geometries"]]
         cases.append(EvalCase(row.case_id, row.patient_id, prob, truth, lesions=lesions))
-    return evaluate(cases, threshold=predictor.plan.threshold, n_boot=N_BOOT, seed=0).to_dict()
+    return evaluate(cases, threshold=predictor.plan.threshold, n_boot=N_BOOT, seed=0,
+                    top_k=predictor.plan.top_k).to_dict()
 
 
 def test_evaluate_flow_scores_the_champion_like_a_direct_evaluation(tmp_path: Path) -> None:

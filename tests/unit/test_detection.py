@@ -10,11 +10,13 @@ import pytest
 
 from mammoseg.evaluation.detection import (
     CircleLesion,
+    Component,
     MaskLesion,
     components,
     detection_counts,
     froc_points,
     lesion_from_geometry,
+    lesion_list,
     lesions_from_truth,
     match_lesions,
     sensitivity_at_fp,
@@ -137,6 +139,38 @@ def test_detection_counts_match_brute_force_on_random_maps() -> None:
             hits, fps = match_lesions(comps, lesions)
             assert counts.hits[k] == sum(hits)
             assert counts.false_positives[k] == len(fps)
+
+
+def test_top_k_counts_only_the_highest_scoring_components_like_the_lesion_list() -> None:
+    # three blobs: a lesion scored 0.6, false positives scored 0.9 and 0.8
+    prob = np.zeros((30, 30), np.float32)
+    prob[2:6, 2:6] = 0.9
+    prob[10:14, 10:14] = 0.8
+    prob[20:26, 20:26] = 0.6
+    lesion = _square((30, 30), 20, 26, 20, 26)
+    every = detection_counts(prob, [lesion], [0.5, 0.7])
+    assert every.hits.tolist() == [1, 0] and every.false_positives.tolist() == [2, 2]
+    top1 = detection_counts(prob, [lesion], [0.5, 0.7], top_k=1)
+    assert top1.hits.tolist() == [0, 0] and top1.false_positives.tolist() == [1, 1]
+    top3 = detection_counts(prob, [lesion], [0.5, 0.7], top_k=3)
+    assert top3.hits.tolist() == every.hits.tolist() and top3.false_positives.tolist() == [2, 2]
+
+
+def test_top_k_matches_brute_force_with_the_lesion_list_on_random_maps() -> None:
+    rng = np.random.default_rng(11)
+    thresholds = [0.3, 0.5, 0.7, 0.9]
+    for _ in range(5):
+        prob = rng.random((48, 48)).astype(np.float32) ** 3
+        truth = _square((48, 48), 5, 20, 5, 20) | _square((48, 48), 30, 40, 25, 45)
+        lesions = lesions_from_truth(truth)
+        counts = detection_counts(prob, lesions, thresholds, min_area=2, top_k=4)
+        for k, t in enumerate(thresholds):
+            listed = lesion_list(prob, t, min_area=2, top_k=4)
+            kept = [Component(centroid=d.centroid, area=d.area, bbox=d.bbox, score=d.score) for d in listed]
+            hits, fps = match_lesions(kept, lesions)
+            assert counts.hits[k] == sum(hits) and counts.false_positives[k] == len(fps)
+    with pytest.raises(EvaluationInputError, match="top_k"):
+        detection_counts(prob, lesions, thresholds, top_k=0)
 
 
 def test_lesions_from_truth_and_geometry() -> None:
