@@ -203,8 +203,8 @@ class Truths:
 
 def score(store: Any, cases: pd.DataFrame, probs: dict[str, np.ndarray], truths: Truths, n_boot: int) -> dict[str, Any]:
     from mammoseg.evaluation import EvalCase, evaluate
-    from mammoseg.preprocess import read_preprocessed
     from mammoseg.plan import ModelPlan
+    from mammoseg.preprocess import read_preprocessed
 
     def stream():
         for _, row in cases.iterrows():

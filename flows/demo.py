@@ -34,6 +34,7 @@ class DemoData:
     lesion_contrast: float = 1.0
     lesion_size: float = 1.0
     calc_fraction: float = 0.4
+    bits: int = 16
 
 
 #: The demo's synthetic data (see :class:`DemoData`).
@@ -59,7 +60,7 @@ def synthesize_demo_data(*, store_url: str, patients: int, bad: int, seed: int, 
     look = {"lesion_contrast": data.lesion_contrast, "lesion_size": data.lesion_size}
     cbis = generate_cbis(store, CbisSynthParams(
         n_patients=patients, height=data.height, width=data.width, seed=seed, n_bad=bad,
-        calc_fraction=data.calc_fraction, prefix=SYNTH_CBIS_PREFIX, **look,
+        calc_fraction=data.calc_fraction, bits=data.bits, prefix=SYNTH_CBIS_PREFIX, **look,
     ))
     mias = generate_mias(store, MiasSynthParams(
         n_women=max(1, data.mias_images // 2), size=data.mias_size, seed=seed + 1, prefix=SYNTH_MIAS_PREFIX, **look,

@@ -29,14 +29,24 @@ The rule (parameters in :class:`PectoralParams`, pixel sizes at the working reso
    muscle edge is steeper than a horizontal fold and not a thin band down the whole chest wall).
 4. **Evidence.** ``edge`` = mean of the band ``gap_px``..``gap_px + band_px`` inside the line
    minus the same band outside (breast pixels only); ``region`` = mean of the whole triangle
-   minus the outside band. Among the plausible lines the ``top_k`` with the largest
-   ``edge * sqrt(line length in the breast)`` are checked along their length: the bands are cut
-   into ``segments`` pieces from the top edge to the chest wall, and a piece agrees when its
-   own inside-minus-outside contrast is at least ``segment_contrast``. The best line with at
-   least ``min_segments`` agreeing pieces is kept.
-5. **Decision.** The muscle is found when that line has ``edge >= min_edge`` and
+   minus the outside band. The ``top_k`` plausible lines with the largest
+   ``edge * sqrt(line length in the breast)`` are checked in that order, and the first that
+   passes both checks is kept (else the strongest is reported, not found):
+
+   * *along its length*: the bands are cut into ``segments`` pieces from the top edge to the
+     chest wall; at least ``min_segments`` pieces must have an inside-minus-outside contrast
+     of ``segment_contrast`` or more (a muscle edge runs all the way, a chance alignment of
+     tissue does not);
+   * *uniformly brighter*: at least ``min_brighter`` of the triangle's pixels are brighter
+     than the median of the outside band (a muscle is a bright region, not bright blobs).
+5. **Decision.** The muscle is found when that line also has ``edge >= min_edge`` and
    ``region >= min_region``; the mask is the corner side of the line intersected with the
    breast, evaluated at the input resolution (a smooth, straight cut, not the working grid).
+
+Measured on real CDD-CESM low-energy views preprocessed at 256 px (see
+``tests/unit/test_pectoral.py``): it fires on 77% of MLO views (most misses are views whose chest
+wall ended up on the right, or faint muscles) and 2% of CC views; 1.8% of the lesion pixels of
+MLO views fall inside the detected muscle (lesions of the axillary tail, at the muscle edge).
 
 Pure numpy + OpenCV; inputs are never modified.
 """
@@ -88,13 +98,19 @@ class PectoralParams:
             problems.append(f"work_size must be >= 32 (got {self.work_size})")
         lo, hi, step = self.angles_deg
         if not (0.0 < lo <= hi < 90.0 and step > 0):
-            problems.append(f"angles_deg must be 0 < start <= stop < 90, step > 0 ({self.angles_deg})")
+            problems.append(
+                f"angles_deg must be 0 < start <= stop < 90, step > 0 ({self.angles_deg})"
+            )
         if not 0.0 <= self.min_area < self.max_area <= 1.0:
-            problems.append(f"need 0 <= min_area < max_area <= 1 ({self.min_area}, {self.max_area})")
+            problems.append(
+                f"need 0 <= min_area < max_area <= 1 ({self.min_area}, {self.max_area})"
+            )
         if self.band_px <= 0 or self.gap_px < 0 or self.rho_step <= 0 or self.blur_sigma < 0:
             problems.append("band_px and rho_step must be > 0, gap_px and blur_sigma >= 0")
         if not 1 <= self.min_segments <= self.segments:
-            problems.append(f"need 1 <= min_segments <= segments ({self.min_segments}, {self.segments})")
+            problems.append(
+                f"need 1 <= min_segments <= segments ({self.min_segments}, {self.segments})"
+            )
         if not 0.0 < self.aspect[0] < self.aspect[1]:
             problems.append(f"aspect must be 0 < low < high ({self.aspect})")
         if problems:
@@ -105,9 +121,10 @@ class PectoralFit(NamedTuple):
     """The best plausible line of :func:`fit_pectoral`, in *input* pixel coordinates.
 
     The line joins ``top`` (a point ``(row, col)`` on the breast's top edge) and ``side`` (on its
-    chest-wall edge); ``found`` says whether the evidence passed the thresholds. ``edge`` /
-    ``region`` / ``segments_ok`` are the evidence (see the module docstring); ``area`` the
-    fraction of the breast on the corner side of the line.
+    chest-wall edge); ``found`` says whether the evidence passed the thresholds. ``edge``,
+    ``region``, ``segments_ok`` and ``brighter`` are the evidence (see the module docstring);
+    ``area`` the fraction of the breast on the corner side of the line; ``texture`` (reported,
+    not used) the intensity spread of that side over the spread of the rest of the breast.
     """
 
     found: bool
@@ -143,6 +160,22 @@ def _working_copy(
     return img, bm, size[1] / h, size[0] / w
 
 
+class _Cumulative(NamedTuple):
+    """Cumulative pixel counts and intensity sums over distance bins of width ``step``."""
+
+    count: np.ndarray
+    total: np.ndarray
+    step: float
+
+    def between(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(pixel count, intensity sum) of the pixels at distance ``lo``..``hi`` (rounded to
+        bins), per element."""
+        n = self.count.size - 1
+        i = np.clip(np.round(lo / self.step).astype(np.int64), 0, n)
+        j = np.clip(np.round(hi / self.step).astype(np.int64), 0, n)
+        return self.count[j] - self.count[i], self.total[j] - self.total[i]
+
+
 def _candidates(
     X: np.ndarray,
     Y: np.ndarray,
@@ -166,19 +199,16 @@ def _candidates(
         d = X * c + Y * s
         nb = int(d.max() / p.rho_step) + 2
         k = np.minimum((d / p.rho_step).astype(np.int64), nb - 1)
-        cnt = np.concatenate([[0.0], np.cumsum(np.bincount(k, minlength=nb))])
-        tot = np.concatenate([[0.0], np.cumsum(np.bincount(k, V, minlength=nb))])
+        cum = _Cumulative(
+            np.concatenate([[0.0], np.cumsum(np.bincount(k, minlength=nb))]),
+            np.concatenate([[0.0], np.cumsum(np.bincount(k, V, minlength=nb))]),
+            p.rho_step,
+        )
         rho = np.arange(1, nb) * p.rho_step
-
-        def between(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            i = np.clip(np.round(a / p.rho_step).astype(np.int64), 0, nb)
-            j = np.clip(np.round(b / p.rho_step).astype(np.int64), 0, nb)
-            return cnt[j] - cnt[i], tot[j] - tot[i]
-
-        n_tri, s_tri = between(np.zeros_like(rho), rho)
-        n_in, s_in = between(rho - p.gap_px - p.band_px, rho - p.gap_px)
-        n_out, s_out = between(rho + p.gap_px, rho + p.gap_px + p.band_px)
-        n_len, _ = between(rho - 0.5, rho + 0.5)
+        n_tri, s_tri = cum.between(np.zeros_like(rho), rho)
+        n_in, s_in = cum.between(rho - p.gap_px - p.band_px, rho - p.gap_px)
+        n_out, s_out = cum.between(rho + p.gap_px, rho + p.gap_px + p.band_px)
+        n_len, _ = cum.between(rho - 0.5, rho + 0.5)
         with np.errstate(divide="ignore", invalid="ignore"):
             out_mean = np.where(n_out >= p.min_band_px, s_out / n_out, np.nan)
             in_mean = np.where(n_in >= p.min_band_px, s_in / n_in, np.nan)

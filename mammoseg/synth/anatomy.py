@@ -717,9 +717,14 @@ def full_mask(shape: tuple[int, int], patch: LesionPatch, row: int, col: int) ->
     return out
 
 
-def to_uint16(image: np.ndarray) -> np.ndarray:
-    """``[0, 1]`` float → ``uint16`` ``0..65535`` (rounded, clipped)."""
-    return np.round(np.clip(image, 0.0, 1.0) * 65535.0).astype(np.uint16)
+def to_uint16(image: np.ndarray, levels: int = 65536) -> np.ndarray:
+    """``[0, 1]`` float → ``uint16`` ``0..65535`` (rounded, clipped), on ``levels`` grey levels
+    spread evenly over that range (a digitiser of ``log2(levels)`` bits; 256 → multiples of 257)."""
+    if not 2 <= levels <= 65536:
+        raise ValueError(f"levels must be 2..65536, got {levels}")
+    top = levels - 1
+    q = np.round(np.clip(image, 0.0, 1.0) * top)
+    return q.astype(np.uint16) if top == 65535 else np.round(q * (65535.0 / top)).astype(np.uint16)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

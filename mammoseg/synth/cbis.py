@@ -154,7 +154,11 @@ class CbisSynthParams:
     (``test_fraction``; at least one test and one training patient when there are two or more).
     ``n_bad`` adds that many defective single-image patients, kinds cycling through
     :data:`DEFECT_KINDS`. ``lesion_contrast`` and ``lesion_size`` scale the shared lesion model
-    (:class:`~mammoseg.synth.anatomy.LesionLook`; 1.0: realistic).
+    (:class:`~mammoseg.synth.anatomy.LesionLook`; 1.0: realistic). ``bits`` is the digitiser's
+    depth: the 16-bit pixels take ``2**bits`` evenly spread levels (DDSM's scanners had 12 or
+    16). On small images it matters downstream: with nearly every pixel on its own grey level,
+    CLAHE's tiles hold one pixel per histogram bin and it turns into per-tile histogram
+    equalisation, which blows the film grain up into speckle; 8-bit images (mini-MIAS) do not.
     """
 
     n_patients: int = 6
@@ -173,12 +177,15 @@ class CbisSynthParams:
     prefix: str = "CBIS-DDSM"
     lesion_contrast: float = 1.0
     lesion_size: float = 1.0
+    bits: int = 16
 
     def __post_init__(self) -> None:
         if self.n_patients < 0 or self.n_bad < 0 or self.n_patients + self.n_bad < 1:
             raise ValueError("need n_patients >= 0, n_bad >= 0 and at least one case")
         if self.height < 64 or self.width < 48:
             raise ValueError(f"image size {self.height}x{self.width} too small (min 64x48)")
+        if not 8 <= self.bits <= 16:
+            raise ValueError(f"bits must be 8..16, got {self.bits}")
         if not self.views or any(v not in ("CC", "MLO") for v in self.views):
             raise ValueError(f"views must be a non-empty subset of ('CC', 'MLO'): {self.views}")
         if len(set(self.views)) != len(self.views):
@@ -472,7 +479,7 @@ def generate_cbis(store: ObjectStore, params: CbisSynthParams | None = None) -> 
         side_i, view_i = ("LEFT", "RIGHT").index(b.side), ("CC", "MLO").index(im.view)
         rng = np.random.default_rng([p.seed, 4, b.number, side_i, view_i])
         canvas, anatomy, chest_wall, placed = _render(im, p, rng)
-        display = A.to_uint16(canvas)
+        display = A.to_uint16(canvas, levels=2**p.bits)
         stored, window = _stored(display, im, rng)
         image_id = im.image_id
         name = f"SYNTH^PATIENT^{b.number:05d}"

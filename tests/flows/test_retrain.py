@@ -139,6 +139,16 @@ def test_retrain_on_two_datasets_scores_each_and_publishes_the_plan(tmp_path) ->
     assert predictor.plan.preprocess.size == params.size and predictor.plan.tta_mirror is params.tta_mirror
     assert all(e.metrics["threshold"] == pytest.approx(config["threshold"]) for e in result.evaluations)
 
+    # `mammoseg evaluate` on the published champion reproduces the model card's held-out figures
+    from flows.evaluate import evaluate_flow
+
+    again = evaluate_flow("mini-mias-masses", store.uri("raw/heldout-mias"), store_url, new_run_id(),
+                          n_boot=params.n_boot)
+    published = metrics["heldout"]["mini-mias-masses"]
+    for key in ("dice_mean", "iou_mean", "dice_pooled", "n_cases"):
+        assert again.metrics[key] == pytest.approx(published[key], abs=1e-6), key
+    assert again.metrics["ci95"]["dice_mean"] == pytest.approx(published["ci95"]["dice_mean"], abs=1e-6)
+
 
 def test_retrain_with_fold_ensemble_and_patches_publishes_one_model_that_predict_uses(tmp_path) -> None:
     """folds=2 + patch_size: two fold models trained on patches, averaged into one published
@@ -161,12 +171,3 @@ def test_retrain_with_fold_ensemble_and_patches_publishes_one_model_that_predict
     assert {h["fold"] for h in config["history"]} == {0.0, 1.0}
     assert result.primary == "internal-test-cbis-ddsm"
 
-    # `mammoseg evaluate` on the published champion reproduces the model card's held-out figures
-    from flows.evaluate import evaluate_flow
-
-    again = evaluate_flow("mini-mias-masses", store.uri("raw/heldout-mias"), store_url, new_run_id(),
-                          n_boot=params.n_boot)
-    published = metrics["heldout"]["mini-mias-masses"]
-    for key in ("dice_mean", "iou_mean", "dice_pooled", "n_cases"):
-        assert again.metrics[key] == pytest.approx(published[key], abs=1e-6), key
-    assert again.metrics["ci95"]["dice_mean"] == pytest.approx(published["ci95"]["dice_mean"], abs=1e-6)

@@ -99,3 +99,23 @@ def test_fold_ensemble_is_the_mean_of_its_members_and_round_trips(tmp_path) -> N
     assert ensemble_model(members[:1]) is members[0]
     with pytest.raises(ValueError, match="at least one"):
         ensemble_model([])
+
+
+def test_pectoral_suppression_zeroes_the_prediction_inside_the_detected_muscle_only() -> None:
+    from mammoseg.preprocess.pectoral import pectoral_mask
+
+    rows, cols = np.mgrid[0:64, 0:64]
+    breast = ((rows - 28) / 44.0) ** 2 + (cols / 46.0) ** 2 < 1
+    rng = np.random.default_rng(0)
+    tissue = 0.4 + 0.02 * rng.standard_normal((64, 64))
+    muscle = (cols / 18 + rows / 40 < 1) & breast
+    image = (np.clip(np.where(muscle, 0.75, np.where(breast, tissue, 0.0)), 0, 1) * 65535).astype(np.uint16)
+    found = pectoral_mask(image, breast)
+    assert found.sum() > 0.5 * muscle.sum()  # the phantom's muscle is found
+
+    model = _net(64)
+    plain = Predictor(model, ModelPlan(preprocess=PreprocessParams(size=64)))
+    suppressed = Predictor(model, ModelPlan(preprocess=PreprocessParams(size=64), suppress_pectoral=True))
+    p0 = plain.predict_preprocessed(image)
+    p1 = suppressed.predict_preprocessed(image, breast_masks=breast)
+    assert (p1[found] == 0).all() and np.array_equal(p1[~found], p0[~found])

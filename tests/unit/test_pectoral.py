@@ -25,7 +25,9 @@ SIZE = 256
 def smooth_texture(rng: np.random.Generator, shape: tuple[int, int], cell: int) -> np.ndarray:
     """Band-limited noise, mean 0, std about 1."""
     grid = rng.standard_normal((shape[0] // cell + 3, shape[1] // cell + 3)).astype(np.float32)
-    up = cv2.resize(grid, (grid.shape[1] * cell, grid.shape[0] * cell), interpolation=cv2.INTER_CUBIC)
+    up = cv2.resize(
+        grid, (grid.shape[1] * cell, grid.shape[0] * cell), interpolation=cv2.INTER_CUBIC
+    )
     out = up[: shape[0], : shape[1]]
     return (out - out.mean()) / out.std()
 
@@ -45,6 +47,9 @@ def phantom(
         breast = ((rows - 110) / 170) ** 2 + (cols / 180) ** 2 < 1
     else:
         breast = ((rows - 128) / 108) ** 2 + (cols / 170) ** 2 < 1
+    # Texture at a 4-px scale: its line contrasts (the detector's null) are about those of real
+    # preprocessed breasts at 256 px (90th percentile ~0.1 of the p5-p95 spread); far coarser
+    # blobs (12 px) make chance straight edges twice as strong as real tissue does.
     tissue = 0.4 + 0.08 * smooth_texture(rng, (SIZE, SIZE), 4)
     tissue += 0.02 * rng.standard_normal((SIZE, SIZE))
     img = np.where(breast, tissue, 0.01)
@@ -80,7 +85,7 @@ def test_no_triangle_no_muscle(mlo: bool) -> None:
 
 
 def test_mirrored_view() -> None:
-    img, breast, truth = phantom(mlo=True, muscle=(70.0, 150.0))
+    img, breast, _ = phantom(mlo=True, muscle=(70.0, 150.0))
     left = pectoral_mask(img, breast)
     right = pectoral_mask(img[:, ::-1].copy(), breast[:, ::-1].copy(), chest_wall="R")
     assert left.any()
@@ -181,8 +186,9 @@ def test_synthetic_mlo_muscle_is_located_and_views_told_apart() -> None:
             ious.append(iou(fit_to_mask(fit, breast), truth))
             fired.append(fit.found)
     ious_arr = np.array(ious)
-    assert np.median(ious_arr) >= 0.8, ious_arr.round(2)
-    assert (ious_arr >= 0.5).mean() >= 0.8, ious_arr.round(2)
+    # measured: median 0.84, 88% >= 0.5, 56% accepted; CC views: none of 16 fire
+    assert np.median(ious_arr) >= 0.75, ious_arr.round(2)
+    assert (ious_arr >= 0.5).mean() >= 0.75, ious_arr.round(2)
     assert np.mean(fired) >= 0.4, fired
     cc_fired = [
         pectoral_mask(*synthetic_view(seed, "CC", density)[:2]).any()
@@ -195,12 +201,13 @@ def test_synthetic_mlo_muscle_is_located_and_views_told_apart() -> None:
 # --- real CDD-CESM low-energy images ---------------------------------------------------------
 
 # Measured on the 64 views this test reads (32 MLO, 32 CC, see _cdd_views): MLO fire rate
-# 0.84, CC fire rate 0.06, lesion pixels inside the muscle 1.6% (all 64) / 4.2% (the MLO views).
-# On all 263 DM views: 0.79, 0.05, 1.0% / 2.1%. About a tenth of the MLO views reach the
-# detector mirrored (chest wall on the right after preprocessing): it rightly finds nothing.
-CDD_MIN_MLO_RATE = 0.7
-CDD_MAX_CC_RATE = 0.15
-CDD_MAX_LESION_INSIDE = 0.05
+# 0.78, CC fire rate 0.00, lesion pixels inside the detected muscle 1.6% (all 64 views) / 4.0%
+# (the MLO views). On all 263 DM views: 0.77, 0.02, 0.8% / 1.8%. About a tenth of the MLO
+# views reach the detector mirrored (chest wall on the right after preprocessing): it rightly
+# finds nothing there with chest_wall="L".
+CDD_MIN_MLO_RATE = 0.65
+CDD_MAX_CC_RATE = 0.1
+CDD_MAX_LESION_INSIDE = 0.04
 CDD_MAX_LESION_INSIDE_MLO = 0.08
 
 
