@@ -64,12 +64,15 @@ class Recipe:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
-#: What the new recipe adds to today's defaults.
+#: The recipe before issue 7 (the former RetrainParams defaults), pinned here.
+SEED = {"input_norm": "none", "aug_intensity": 0.05, "aug_gamma": 0.0, "aug_noise": 0.0, "aug_blur": 0.0,
+        "tta_mirror": False}
+#: What the new recipe changes (today's RetrainParams defaults).
 NEW = {"input_norm": "breast", "aug_intensity": 0.15, "aug_gamma": 0.4, "aug_noise": 0.03, "aug_blur": 1.5,
        "tta_mirror": True}
 
 RECIPES = {
-    "seed": Recipe("seed"),
+    "seed": Recipe("seed", SEED),
     "new": Recipe("new", NEW),
     "new-no-norm": Recipe("new-no-norm", NEW | {"input_norm": "none"}),
     "new-no-intensity": Recipe("new-no-intensity", NEW | {"aug_intensity": 0.05, "aug_gamma": 0.0,

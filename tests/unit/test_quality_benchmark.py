@@ -1,0 +1,39 @@
+"""benchmarks/quality.py measures the pipeline's own recipe: its 'new' recipe is the defaults."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from mammoseg.params import RetrainParams
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("quality_benchmark", REPO / "benchmarks" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_new_recipe_is_what_retrain_runs_by_default(quality) -> None:
+    defaults = RetrainParams()
+    assert {k: getattr(defaults, k) for k in quality.NEW} == quality.NEW
+    assert all(getattr(defaults, k) != v for k, v in quality.SEED.items())  # the seed recipe is the former one
+    for recipe in quality.RECIPES.values():  # every recipe is a valid parameter set
+        RetrainParams(**recipe.overrides)
+
+
+def test_remap_puts_each_fold_threshold_on_one_half_and_keeps_order(quality) -> None:
+    import numpy as np
+
+    prob = np.array([0.0, 0.1, 0.3, 0.6, 1.0], np.float32)
+    out = quality.remap(prob, 0.3)
+    np.testing.assert_allclose(out, [0.0, 1 / 6, 0.5, 0.5 + 0.3 * 0.5 / 0.7, 1.0], rtol=1e-6)
+    assert (np.diff(out) > 0).all()
