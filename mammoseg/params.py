@@ -75,7 +75,8 @@ def resolve_primary(train: Sequence[DatasetSource], heldout: Sequence[DatasetSou
 class RetrainParams(BaseModel):
     """Model, training and evaluation knobs, one default each.
 
-    The recipe defaults (``input_norm``, the intensity augmentation, ``tta_mirror``) are the
+    The recipe defaults (``input_norm``, the intensity augmentation, ``tta_mirror``,
+    ``suppress_pectoral``) are the
     ``new`` recipe of ``benchmarks/quality.py``, which beat today's former defaults (the ``seed``
     recipe) on every real dataset's out-of-fold Dice (benchmarks/README.md). The demo keeps its
     own overrides in flows/demo.py.
@@ -126,7 +127,7 @@ class RetrainParams(BaseModel):
         default=True, description="Average each prediction with that of the up/down mirrored image (plan.json)."
     )
     suppress_pectoral: bool = Field(
-        default=False, description="Zero the prediction inside the pectoral muscle found in MLO views (plan.json)."
+        default=True, description="Zero the prediction inside the pectoral muscle found in MLO views (plan.json)."
     )
     val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     test_fraction: float = Field(default=0.15, ge=0.0, lt=1.0)
