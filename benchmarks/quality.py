@@ -78,6 +78,7 @@ RECIPES = {
     "new-no-intensity": Recipe("new-no-intensity", NEW | {"aug_intensity": 0.05, "aug_gamma": 0.0,
                                                           "aug_noise": 0.0, "aug_blur": 0.0}),
     "patch": Recipe("patch", NEW | {"size": 512, "patch_size": 256}),
+    "new-balanced": Recipe("new-balanced", NEW | {"dataset_balance": 0.5}),
 }
 
 
@@ -86,7 +87,8 @@ def recipe_params(recipe: Recipe, args: argparse.Namespace, seed: int) -> Any:
     from mammoseg.params import RetrainParams
 
     return RetrainParams(**({"size": args.size, "epochs": 200, "early_stopping_patience": 12, "lr_patience": 5,
-                             "max_train_minutes": args.minutes_per_model, "seed": seed} | recipe.overrides))
+                             "max_train_minutes": args.minutes_per_model, "budget_clock": args.budget_clock,
+                             "seed": seed} | recipe.overrides))
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -184,23 +186,12 @@ class Truths:
 
     def get(self, row: pd.Series, shape: tuple[int, int]) -> tuple[np.ndarray, list]:
         if row["case_id"] not in self._cache:
-            from mammoseg.evaluation import lesion_from_geometry
-            from mammoseg.imageio import load_mask
-            from mammoseg.masks import render_geometry
+            from mammoseg.evaluation.truth import read_truth
             from mammoseg.storage import open_store
 
-            source = open_store(row["source_root"])
-            truth = np.zeros(shape, dtype=bool)
-            lesions: list = []
-            for uri in row["mask_uris"]:
-                key = source.key_from_uri(uri)
-                m = load_mask(source.read_bytes(key), key)
-                truth |= m
-                lesions.append(m)
-            for g in row["mask_geometries"]:
-                truth |= render_geometry(g, shape)
-                lesions.append(lesion_from_geometry(g, shape))
-            self._cache[row["case_id"]] = (truth, lesions)
+            self._cache[row["case_id"]] = read_truth(
+                open_store(row["source_root"]), row["mask_uris"], row["mask_geometries"], shape
+            )
         return self._cache[row["case_id"]]
 
 
@@ -307,11 +298,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _breasts(store: Any, rows: pd.DataFrame, plan: Any) -> np.ndarray | None:
     """The breast masks of ``rows``, when the plan needs them (pectoral suppression)."""
-    if not getattr(plan, "suppress_pectoral", False):
-        return None
-    from mammoseg.preprocess import read_preprocessed
+    from mammoseg.training.recipe import breast_masks
 
-    return np.stack([read_preprocessed(store, k).breast_mask.astype(bool) for k in rows["npz_key"]])
+    return breast_masks(store, rows) if plan.suppress_pectoral else None
 
 
 def _save(folder: Path, variant: str, cases: pd.DataFrame, oof: dict[str, np.ndarray], store: Any,
@@ -370,6 +359,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--minutes-per-model", type=float, default=6.0)
+    ap.add_argument("--budget-clock", choices=("wall", "cpu"), default="wall",
+                    help="count --minutes-per-model on the wall clock, or as this process's CPU minutes "
+                         "(fair between recipes when the machine is shared; 2 cores: ~2 CPU min per wall min)")
     ap.add_argument("--recipes", default="seed,new,new-no-norm,new-no-intensity")
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)

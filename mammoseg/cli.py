@@ -4,6 +4,7 @@ print one JSON object on stdout with ``--json`` (logs go to stderr)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -101,8 +102,9 @@ def validate(
         if dataset != "cbis-ddsm":
             raise typer.BadParameter("--source reads CBIS-DDSM CSV folders; ingest other datasets and use --lesions")
         from mammoseg.adapters.cbis_ddsm import read_cbis_csvs
+        from mammoseg.settings import require_pseudonym_key
 
-        result = read_cbis_csvs(Path(source), pseudonym_key=s.pseudonym_key.get_secret_value())
+        result = read_cbis_csvs(Path(source), pseudonym_key=require_pseudonym_key(s))
         table, rejects = result.lesions, [r.__dict__ for r in result.rejects]
     else:
         from mammoseg.casetable import from_csv_bytes
@@ -149,14 +151,17 @@ def demo(
     size: Annotated[int, typer.Option(min=32, help="Model input size in px.")] = 128,
     bad: Annotated[int, typer.Option(min=0, help="Defective cases to include (shows the quarantine).")] = 3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs (default: RetrainParams.epochs).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs (default: the demo's, flows/demo.py DEMO_OVERRIDES).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """The main job on the embedded default: synthetic data → ingest → validate → preprocess →
     train → evaluate on a held-out MIAS-format set → publish. No server, no download."""
     from flows.demo import run_demo
+    from mammoseg.settings import demo_pseudonym_key
 
     s = _settings(store_url=store)
+    # synthetic data: the configured key, else this install's random one (<work_dir>/pseudonym.key)
+    os.environ["MAMMOSEG_PSEUDONYM_KEY"] = demo_pseudonym_key(s)
     result = run_demo(s.store_url, patients=patients, size=size, bad=bad, seed=seed, epochs=epochs)
     _emit(result, as_json, _run_text("mammoseg demo finished.", result))
 
@@ -315,7 +320,7 @@ def predict(
     for path, name in zip(paths, output_names(paths), strict=True):
         try:
             results.append(predict_file(predictor, path, out, threshold=cut, name=name, laterality=laterality, version=version))
-        except (OSError, ValueError) as exc:  # unreadable, undecodable, or no breast to find
+        except (OSError, ValueError, MemoryError) as exc:  # unreadable, undecodable (pixel budget included), no breast
             errors.append({"image": str(path), "error": _one_line(exc)})
             typer.echo(f"mammoseg predict: {path}: {_one_line(exc)}", err=True)
     payload = {
@@ -506,7 +511,12 @@ def _run_text(title: str, result: dict[str, Any]) -> str:
 
 
 def main() -> None:  # pragma: no cover - console entry point
-    app()
+    from mammoseg.settings import PseudonymKeyMissing
+
+    try:
+        app()
+    except PseudonymKeyMissing as exc:  # a one-line error, not a traceback
+        sys.exit(f"mammoseg: {exc}")
 
 
 if __name__ == "__main__":  # pragma: no cover

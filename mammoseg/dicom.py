@@ -20,6 +20,11 @@ orientation* (higher = brighter), in this order:
 
    A linear rescale therefore never changes the display image; a window changes its contrast.
 
+**Pixel budget.** Rows x Columns x frames is checked against a budget (``max_pixels``, default
+the setting ``MAMMOSEG_MAX_IMAGE_PIXELS``) on the parsed header, before any pixel decoder runs, so
+a 1 KB compressed file declaring 60000x60000 is refused instead of allocating 7 GB;
+:func:`read_dimensions` reads the same numbers with ``stop_before_pixels``.
+
 Only the non-identifying :class:`SafeMeta` leaves this module; patient names, IDs and dates stay in
 the bytes, error messages never quote them, and pydicom's log records (which can quote header
 values) are dropped while this module reads or writes. :func:`phi_values` lists those strings
@@ -299,27 +304,113 @@ def phi_values(data: bytes) -> set[str]:
     return found
 
 
-def _check_image(ds: Any, n_bytes: int) -> None:
+def max_image_pixels(max_pixels: int | None = None) -> int:
+    """The pixel budget of one decoded image: ``max_pixels`` when given, else the setting
+    ``MAMMOSEG_MAX_IMAGE_PIXELS`` (default :data:`mammoseg.settings.DEFAULT_MAX_IMAGE_PIXELS`)."""
+    if max_pixels is not None:
+        if isinstance(max_pixels, bool) or int(max_pixels) < 1:
+            raise ValueError(f"max_pixels must be a positive number of pixels, got {max_pixels!r}")
+        return int(max_pixels)
+    from mammoseg.settings import get_settings
+
+    return int(get_settings().max_image_pixels)
+
+
+def _count(n: float) -> str:
+    """``3600000000`` → ``'3.6e9'``, ``100000000`` → ``'1e8'``, ``5000`` → ``'5000'``."""
+    text = f"{n:.3g}"
+    return text.replace("e+0", "e").replace("e+", "e")
+
+
+def pixel_budget_error(
+    what: str,
+    width: int,
+    height: int,
+    budget: int,
+    *,
+    frames: int = 1,
+    axes: str = "width x height",
+) -> str | None:
+    """The one-line refusal when ``width x height (x frames)`` exceeds ``budget``, else None."""
+    n = int(width) * int(height) * max(1, int(frames))
+    if n <= budget:
+        return None
+    size = f"{width}x{height}" + (f"x{frames}" if frames > 1 else "")
+    axes = axes + (" x frames" if frames > 1 else "")
+    return (
+        f"{what} declares {size} ({axes}) = {_count(n)} pixels, above the {_count(budget)}-pixel "
+        "budget (MAMMOSEG_MAX_IMAGE_PIXELS); refused before decoding"
+    )
+
+
+def _header_int(ds: Any, keyword: str, default: int) -> int:
+    """An integer header value; a missing, empty or malformed one is ``default``."""
+    try:
+        value = ds.get(keyword, None)
+        return int(value) if value not in (None, "") else default
+    except Exception:  # noqa: BLE001 - pydicom converts lazily and raises many types
+        return default
+
+
+@dataclass(frozen=True)
+class DicomDimensions:
+    """What the header declares: ``rows`` x ``columns``, ``frames``, ``samples`` per pixel."""
+
+    rows: int
+    columns: int
+    frames: int
+    samples: int
+
+    @property
+    def pixels(self) -> int:
+        return self.rows * self.columns * max(1, self.frames)
+
+
+def _dimensions(ds: Any) -> DicomDimensions:
+    return DicomDimensions(
+        rows=_header_int(ds, "Rows", 0),
+        columns=_header_int(ds, "Columns", 0),
+        frames=_header_int(ds, "NumberOfFrames", 1) or 1,
+        samples=_header_int(ds, "SamplesPerPixel", 1) or 1,
+    )
+
+
+def read_dimensions(data: bytes) -> DicomDimensions:
+    """Rows, Columns, NumberOfFrames and SamplesPerPixel, reading the header only (the pixel
+    data is neither read nor decoded, compressed or not). Raises :class:`DicomError`."""
+    with _quiet_pydicom():
+        return _dimensions(_parse(data, stop_before_pixels=True))
+
+
+def check_budget(dims: DicomDimensions, budget: int) -> None:
+    """Raise :class:`DicomError` when the declared image is above the pixel ``budget``."""
+    reason = pixel_budget_error(
+        "DICOM", dims.columns, dims.rows, budget, frames=dims.frames, axes="Columns x Rows"
+    )
+    if reason:
+        raise DicomError(reason)
+
+
+def _check_image(ds: Any, n_bytes: int, budget: int) -> None:
     if "PixelData" not in ds:
         others = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
         if others:
             raise DicomError(f"unsupported pixel data element ({others[0]})")
         raise DicomError("no pixel data (header-only DICOM object)")
+    # the budget is checked on the header, before any decoder allocates rows x columns
+    check_budget(_dimensions(ds), budget)
     phot = _text(ds, "PhotometricInterpretation").upper()
     if phot not in ("MONOCHROME1", "MONOCHROME2"):
         raise DicomError(
             f"unsupported photometric interpretation {phot or 'missing'!r} "
             "(only grayscale MONOCHROME1/MONOCHROME2)"
         )
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+    dims = _dimensions(ds)
+    if dims.samples != 1:
         raise DicomError("unsupported: more than one sample per pixel")
-    try:
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (TypeError, ValueError):
-        frames = 1
-    if frames != 1:
-        raise DicomError(f"unsupported: multi-frame DICOM ({frames} frames)")
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if dims.frames != 1:
+        raise DicomError(f"unsupported: multi-frame DICOM ({dims.frames} frames)")
+    rows, cols = dims.rows, dims.columns
     if rows <= 0 or cols <= 0:
         raise DicomError(f"invalid image size {rows}x{cols}")
     ts = ds.file_meta.get("TransferSyntaxUID", None)
@@ -409,20 +500,42 @@ def _to_display_values(arr: np.ndarray, ds: Any, with_voi: bool) -> tuple[np.nda
     return values, lo, hi
 
 
-def decode_dicom(data: bytes, *, apply_voi: bool = True) -> DecodedDicom:
+def decode_dicom(
+    data: bytes, *, apply_voi: bool = True, max_pixels: int | None = None
+) -> DecodedDicom:
     """Decode one grayscale DICOM image to ``uint16`` display pixels (see module docstring).
 
     Raises :class:`DicomError` (not a DICOM file, truncated, no pixel data, unsupported transfer
-    syntax / photometric interpretation / multi-frame, invalid window).
+    syntax / photometric interpretation / multi-frame, invalid window, or Rows x Columns x
+    frames above the pixel budget ``max_pixels`` — default :func:`max_image_pixels` — which is
+    checked on the header before the pixel data is decoded, compressed or not). Any other
+    failure of the parser or the pixel decoders (including ``MemoryError``) is a
+    :class:`DicomError` too, naming the exception type only (its text could quote the header).
     """
+    budget = max_image_pixels(max_pixels)
     with _quiet_pydicom():
         ds = _parse(data, stop_before_pixels=False)
-        _check_image(ds, len(data))
-        arr = _pixel_array(ds)
-        values, lo, hi = _to_display_values(arr, ds, apply_voi)
-        monochrome1 = _text(ds, "PhotometricInterpretation").upper() == "MONOCHROME1"
-        meta = _safe_meta(ds)
+        try:
+            _check_image(ds, len(data), budget)
+            arr = _pixel_array(ds)
+            values, lo, hi = _to_display_values(arr, ds, apply_voi)
+            monochrome1 = _text(ds, "PhotometricInterpretation").upper() == "MONOCHROME1"
+            meta = _safe_meta(ds)
+            return DecodedDicom(pixels=_display_pixels(values, lo, hi, monochrome1), meta=meta)
+        except DicomError:
+            raise
+        except MemoryError as exc:
+            dims = _dimensions(ds)
+            raise DicomError(
+                f"not enough memory to decode the pixel data (Rows {dims.rows}, "
+                f"Columns {dims.columns})"
+            ) from exc
+        except Exception as exc:  # pydicom/numpy raise many types for bad data
+            raise DicomError(f"undecodable DICOM ({type(exc).__name__})") from exc
 
+
+def _display_pixels(values: np.ndarray, lo: float, hi: float, monochrome1: bool) -> np.ndarray:
+    """Step 3 and 4 of the module docstring: inversion and the map of ``[lo, hi]`` to 16 bits."""
     if lo == 0.0 and hi == 65535.0 and values.dtype == np.uint16:
         pixels = (np.uint16(65535) - values) if monochrome1 else values.copy()
     else:
@@ -437,7 +550,7 @@ def decode_dicom(data: bytes, *, apply_voi: bool = True) -> DecodedDicom:
         np.rint(scaled, out=scaled)
         np.clip(scaled, 0.0, 65535.0, out=scaled)
         pixels = scaled.astype(np.uint16)
-    return DecodedDicom(pixels=np.ascontiguousarray(pixels), meta=meta)
+    return np.ascontiguousarray(pixels)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -57,11 +57,13 @@ def check_datasets(train: Sequence[DatasetSource], heldout: Sequence[DatasetSour
 def resolve_primary(train: Sequence[DatasetSource], heldout: Sequence[DatasetSource], primary: str | None) -> str:
     """The name of the evaluated set that gates the champion.
 
-    ``primary`` may name a held-out dataset (``mini-mias``) or any evaluated set
+    ``primary`` may name a held-out dataset (``mini-mias``: its held-out set), a training dataset
+    that is not also held out (``cbis-ddsm``: its internal test split) or any evaluated set
     (``heldout-mini-mias``, ``internal-test-cbis-ddsm``). Default: the first held-out set, or,
     with none, the internal test split of the first training set.
     """
     held = {d.dataset: eval_set_name("heldout", d.dataset) for d in heldout}
+    held |= {d.dataset: eval_set_name("internal_test", d.dataset) for d in train if d.dataset not in held}
     names = list(held.values()) + [eval_set_name("internal_test", d.dataset) for d in train]
     if primary is None:
         return names[0]
@@ -99,6 +101,11 @@ class RetrainParams(BaseModel):
         description="Weight of the lesion class in the focal term; > 0.5 because lesions are ~1% of pixels.",
     )
     lesion_oversample: float = Field(default=0.0, ge=0.0, lt=1.0)
+    dataset_balance: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Whole-image training on several datasets: draw dataset d with weight n_d**(1-b) "
+        "(0: as many as it has images; 0.5: by square root; 1: every dataset equally).",
+    )
     early_stopping_patience: int = Field(default=15, ge=1)
     lr_patience: int = Field(default=8, ge=1, description="Epochs without val Dice gain before the LR halves.")
     augment: bool = True
@@ -117,11 +124,24 @@ class RetrainParams(BaseModel):
         "train + val; the k fold models are averaged into the published model (nnU-Net's ensemble).",
     )
     max_train_minutes: float | None = Field(
-        default=None, gt=0.0, description="Wall-time budget per trained model (None: epochs and early stopping only)."
+        default=None, gt=0.0, description="Time budget per trained model (None: epochs and early stopping only)."
+    )
+    budget_clock: Literal["wall", "cpu"] = Field(
+        default="wall",
+        description="What max_train_minutes counts: wall-clock minutes, or this process's CPU minutes (all "
+        "threads; the same work on an idle or a busy machine, so runs sharing a machine stay comparable).",
     )
     patch_size: int | None = Field(
         default=None, ge=16, le=1024,
         description="Train on patches of this side and predict with a sliding window (None: whole images).",
+    )
+    patch_lesion_share: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Share of training patches centred on a lesion (patch training)."
+    )
+    patch_hard_negative_share: float = Field(
+        default=0.2, ge=0.0, le=1.0,
+        description="Share of training patches centred on a hard negative (pectoral zone, dense tissue); "
+        "the rest are random in the breast.",
     )
     tta_mirror: bool = Field(
         default=True, description="Average each prediction with that of the up/down mirrored image (plan.json)."
@@ -139,4 +159,6 @@ class RetrainParams(BaseModel):
     def _patch_fits(self) -> RetrainParams:
         if self.patch_size is not None and self.patch_size > self.size:
             raise ValueError(f"patch_size {self.patch_size} is larger than the image size {self.size}")
+        if self.patch_lesion_share + self.patch_hard_negative_share > 1.0:
+            raise ValueError("patch_lesion_share + patch_hard_negative_share must be <= 1")
         return self

@@ -8,10 +8,17 @@ instance roles) when those are unset.
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Largest image (width x height x frames) any decoder may allocate, in pixels, unless
+#: ``MAMMOSEG_MAX_IMAGE_PIXELS`` says otherwise. Full-field mammograms are at most ~35 Mpx
+#: (7000x5000); 100 Mpx (200 MB at 16 bits) leaves room and refuses decompression bombs.
+DEFAULT_MAX_IMAGE_PIXELS: int = 100_000_000
 
 
 class Settings(BaseSettings):
@@ -40,9 +47,12 @@ class Settings(BaseSettings):
     s3_multipart_threshold_mb: int = Field(default=8, ge=5)
 
     # --- pseudonymisation ----------------------------------------------------------------
-    pseudonym_key: SecretStr = Field(
-        default=SecretStr("mammoseg-public-demo-key"),
-        description="HMAC key for case/patient pseudonyms. Set a private one for real data.",
+    pseudonym_key: SecretStr | None = Field(
+        default=None,
+        description=(
+            "HMAC key for case/patient pseudonyms; required for every run but the demo (see "
+            "require_pseudonym_key). Keep it private: with it, pseudonyms can be reversed."
+        ),
     )
 
     # --- preprocessing -------------------------------------------------------------------
@@ -50,6 +60,14 @@ class Settings(BaseSettings):
     clahe_clip_limit: float = Field(default=2.0, gt=0)
     clahe_tile_grid: int = Field(default=8, ge=1)
     canonical_side: str = Field(default="L", pattern="^[LR]$")
+    max_image_pixels: int = Field(
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        ge=1,
+        description=(
+            "Pixel budget of one decoded image: a file whose header declares more pixels is "
+            "refused (ImageDecodeError) before any pixel is decoded."
+        ),
+    )
 
     # --- validation gate -----------------------------------------------------------------
     quarantine_max_fraction: float = Field(
@@ -96,6 +114,60 @@ class Settings(BaseSettings):
         ge=10,
         description="Debounce quiet period in seconds (Prefect needs >= 10 s for it).",
     )
+
+
+#: The key every install used to share; refused, since anyone can reverse pseudonyms made with it.
+_PUBLIC_KEYS = frozenset({"mammoseg-public-demo-key"})
+#: File (under ``work_dir``) holding the demo's per-install random key.
+DEMO_KEY_FILE = "pseudonym.key"
+
+
+class PseudonymKeyMissing(RuntimeError):
+    """No private pseudonym key is configured for a run that needs one."""
+
+
+def require_pseudonym_key(settings: Settings) -> str:
+    """The configured pseudonym key; :class:`PseudonymKeyMissing` (one line) when it is unset,
+    blank or the old public default. Every run on real data goes through this."""
+    value = settings.pseudonym_key.get_secret_value().strip() if settings.pseudonym_key else ""
+    if not value:
+        raise PseudonymKeyMissing(
+            "MAMMOSEG_PSEUDONYM_KEY is not set: set a private key (e.g. the output of "
+            "`python -c 'import secrets; print(secrets.token_hex(32))'`) before running on real data"
+        )
+    if value in _PUBLIC_KEYS:
+        raise PseudonymKeyMissing(
+            "MAMMOSEG_PSEUDONYM_KEY is the old public demo key, which anyone can use to reverse "
+            "pseudonyms: set a private one"
+        )
+    return value
+
+
+def demo_pseudonym_key(settings: Settings) -> str:
+    """The demo's key: the configured one if set, else a random key made once per install
+    (``secrets.token_hex(32)``) and kept in ``<work_dir>/pseudonym.key`` (mode 0600)."""
+    if settings.pseudonym_key is not None:
+        return require_pseudonym_key(settings)
+    path = Path(settings.work_dir) / DEMO_KEY_FILE
+    try:
+        key = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        key = ""
+    if key:
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first (or it is empty): use theirs
+        key = path.read_text(encoding="ascii").strip()
+        if key:
+            return key
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(key + "\n")
+    os.chmod(path, 0o600)
+    return key
 
 
 def get_settings(**overrides: object) -> Settings:

@@ -42,24 +42,9 @@ class ScoredSet(BaseModel):
 
 def _truth(row: pd.Series, shape: tuple[int, int], source: ObjectStore) -> tuple[np.ndarray, list]:
     """Union mask and per-lesion objects (masks or circles) in original geometry."""
-    from mammoseg.evaluation import lesion_from_geometry
-    from mammoseg.imageio import load_mask
-    from mammoseg.masks import render_geometry
+    from mammoseg.evaluation.truth import read_truth
 
-    masks: list[np.ndarray] = []
-    lesions: list = []
-    for uri in row["mask_uris"]:
-        key = source.key_from_uri(uri)
-        m = load_mask(source.read_bytes(key), key)
-        masks.append(m)
-        lesions.append(m)
-    for geometry in row["mask_geometries"]:
-        masks.append(render_geometry(geometry, shape))
-        lesions.append(lesion_from_geometry(geometry, shape))
-    truth = np.zeros(shape, dtype=bool)
-    for m in masks:
-        truth |= m
-    return truth, lesions
+    return read_truth(source, row["mask_uris"], row["mask_geometries"], shape)
 
 
 def _subgroups(row: pd.Series) -> dict[str, str]:

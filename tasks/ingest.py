@@ -10,7 +10,7 @@ from mammoseg.adapters.registry import load_dataset
 from mammoseg.casetable import to_csv_bytes
 from mammoseg.layout import lesions_key
 from mammoseg.runreport import QuarantineRecord, write_quarantine
-from mammoseg.settings import get_settings
+from mammoseg.settings import get_settings, require_pseudonym_key
 from mammoseg.storage import open_store
 from tasks.retry import IO_RETRIES
 
@@ -36,9 +36,10 @@ def count_source_objects(source_url: str) -> int:
 def build_lesion_table(dataset: str, source_url: str, store_url: str, run_id: str, objects_found: int) -> IngestSummary:
     """Run the dataset adapter; write the lesion table and the rejects of this stage."""
     settings = get_settings()
+    key = require_pseudonym_key(settings)  # before any read: no run on real data with a public key
     source = open_store(source_url, settings)
     store = open_store(store_url, settings)
-    result = load_dataset(dataset, source, pseudonym_key=settings.pseudonym_key.get_secret_value())
+    result = load_dataset(dataset, source, pseudonym_key=key)
     skip = (IMAGE_ABSENT, OUT_OF_SCOPE)
     absent = [
         QuarantineRecord(stage="skipped", reason=r.reason, case_id=r.case_id, source=r.source)

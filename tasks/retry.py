@@ -23,14 +23,33 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
     )
 
 
+#: S3 error codes that say "try again" (server faults and throttling), not "this request is wrong".
+TRANSIENT_S3_CODES = frozenset({
+    "500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
+    "Throttling", "ThrottlingException", "RequestLimitExceeded",
+})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A network or storage fault worth retrying: connection/timeout errors, and S3 5xx or
+    throttling responses; never a missing object, a denied request or bad data."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, _transient_errors()):
+        return True
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        return str(error.get("Code", "")) in TRANSIENT_S3_CODES or status in TRANSIENT_S3_CODES
+    return False
+
+
 def retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect ``retry_condition_fn``: retry when the failure was a transient I/O error."""
     try:
         state.result()
-    except _transient_errors():
-        return True
-    except Exception:  # noqa: BLE001 - anything else is not worth retrying
-        return False
+    except Exception as exc:  # noqa: BLE001 - classified below; anything else is not worth retrying
+        return is_transient(exc)
     return False
 
 

@@ -26,6 +26,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(autouse=True)
+def _pseudonym_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs need a private pseudonym key (no public default); tests use a fixed one. Tests of
+    the missing-key error delete it."""
+    monkeypatch.setenv("MAMMOSEG_PSEUDONYM_KEY", "test-pseudonym-key")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (real public datasets); skips the test when it is absent."""

@@ -16,6 +16,13 @@ The four case-description CSVs carry one row per abnormality. Their quirks, all 
 
 Two entry points: :func:`read_cbis_csvs` (metadata only, no DICOM access: what ``mammoseg
 validate`` checks) and :func:`load_cbis` (CSVs + the objects in a store: what ingest uses).
+
+Reject reasons say which column or file is wrong and how, never the cell's value or a folder
+name (CBIS folder names hold the PatientID); :attr:`Reject.source` locates the row or object for
+the operator. A DICOM whose header or pixels cannot be read counts as "unknown" (preprocessing
+reports the decode error for its case), but only when the *content* is at fault: errors of the
+store itself (an outage, a timeout, access denied) propagate, so the ingest task retries and
+then fails loudly instead of quarantining good cases.
 """
 
 from __future__ import annotations
@@ -33,7 +40,14 @@ import pandas as pd
 from mammoseg.adapters.common import AdapterResult, Reject
 from mammoseg.casetable import conform
 from mammoseg.ids import case_pseudonym, patient_pseudonym
-from mammoseg.storage import LocalStore, ObjectStore, UnsafeKeyError, join_key, validate_key
+from mammoseg.storage import (
+    LocalStore,
+    ObjectNotFound,
+    ObjectStore,
+    UnsafeKeyError,
+    join_key,
+    validate_key,
+)
 
 DATASET = "cbis-ddsm"
 
@@ -59,6 +73,13 @@ _REQUIRED = (
 _SIDE = {"LEFT": "L", "RIGHT": "R"}
 _PATIENT = re.compile(r"^P_\d{5}$")
 HEADER_BYTES = 16 * 1024
+
+#: What reading one DICOM's header or pixels may fail with because of the object itself: not a
+#: DICOM, truncated, no pixel data (:class:`~mammoseg.dicom.DicomError` is a ValueError), or
+#: gone since the listing. Such a file is "unknown". Anything else (OSError from a local store,
+#: botocore's ClientError / EndpointConnectionError, timeouts) is the store's problem: it
+#: propagates.
+CONTENT_ERRORS: tuple[type[BaseException], ...] = (ValueError, ObjectNotFound)
 
 
 @dataclass(frozen=True)
@@ -94,16 +115,26 @@ class CbisRow:
         return self.roi_keys[0].split("/", 1)[0]
 
 
-def _int_or_none(value: object, what: str) -> int | None:
+def _int_or_none(value: object, column: str) -> int | None:
     """Parse an integer cell; 'N/A'/empty → None. Ranges are the GX suite's job, not ours, so
     that out-of-range values (the real CSVs have density 0 and subtlety 0) are reported by the
-    validation step with the case they belong to, instead of vanishing here."""
+    validation step with the case they belong to, instead of vanishing here. The error names
+    the column, never the cell's value (it may hold anything, a name included)."""
     if value is None or (isinstance(value, float) and pd.isna(value)) or str(value).strip() in ("", "N/A"):
         return None
     try:
         return int(float(str(value).strip()))
     except ValueError:
-        raise ValueError(f"{what} {value!r} is not a number") from None
+        raise ValueError(f"{column!r} is not a number") from None
+
+
+class _UnsafePath(ValueError):
+    """A path cell that would leave the dataset root; says which column and why, not the path."""
+
+    def __init__(self, column: str, exc: UnsafeKeyError) -> None:
+        # validate_key's message is "refused object key '<key>': <problems>"; keep the problems
+        problems = str(exc).rsplit(": ", 1)[-1]
+        super().__init__(f"path escapes the dataset (column {column!r}: {problems})")
 
 
 def _clean(value: object) -> str:
@@ -124,21 +155,25 @@ def parse_csv_frame(
         patient = _clean(rec.get("patient_id"))
         where = f"{csv_name} row {i}"
         try:
+            # reasons name the column and the problem, never the cell's value
             for col in _REQUIRED:
                 if not _clean(rec.get(col)):
                     raise ValueError(f"empty required cell {col!r}")
             if not _PATIENT.match(patient):
-                raise ValueError(f"patient_id {patient!r} is not of the form P_00000")
+                raise ValueError("'patient_id' is not of the form P_00000")
             side = _clean(rec["left or right breast"]).upper()
             try:
                 abnormality_id = int(_clean(rec["abnormality id"]))
             except ValueError:
-                raise ValueError(f"abnormality id {rec['abnormality id']!r} is not an integer") from None
+                raise ValueError("'abnormality id' is not an integer") from None
             pathology = _clean(rec["pathology"]).upper()
             paths = {c: _clean(rec.get(c)) for c in _PATH_COLS}
             for col, key in paths.items():
                 if key:
-                    validate_key(key)
+                    try:
+                        validate_key(key)
+                    except UnsafeKeyError as exc:
+                        raise _UnsafePath(col, exc) from None
             if kind == "mass":
                 detail = f"shape={_clean(rec.get('mass shape')) or 'N/A'}; margins={_clean(rec.get('mass margins')) or 'N/A'}"
             else:
@@ -154,7 +189,7 @@ def parse_csv_frame(
                     abnormality_id=abnormality_id,
                     abnormality_type=kind,
                     pathology=pathology,
-                    density=_int_or_none(rec.get("breast density"), "density"),
+                    density=_int_or_none(rec.get("breast density"), "breast density"),
                     birads=_int_or_none(rec.get("assessment"), "assessment"),
                     subtlety=_int_or_none(rec.get("subtlety"), "subtlety"),
                     detail=detail,
@@ -164,8 +199,6 @@ def parse_csv_frame(
                     ),
                 )
             )
-        except UnsafeKeyError as exc:
-            rejects.append(Reject(source=where, reason=f"path escapes the dataset: {exc}"))
         except ValueError as exc:
             rejects.append(Reject(source=where, reason=str(exc)))
     return rows, rejects
@@ -178,8 +211,10 @@ def read_csv_bytes(data: bytes, csv_name: str) -> tuple[list[CbisRow], list[Reje
     kind, split = CSV_FILES[csv_name]
     try:
         raw = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:  # positions, not content
         return [], [Reject(source=csv_name, reason=f"unparseable CSV: {exc}")]
+    except ValueError as exc:
+        return [], [Reject(source=csv_name, reason=f"unparseable CSV ({type(exc).__name__})")]
     return parse_csv_frame(raw, csv_name, kind=kind, split=split)
 
 
@@ -329,10 +364,11 @@ def load_cbis(
             unknown = [k for k, kind in kinds.items() if kind == "unknown"]
             masks = [k for k in unknown if _safe_is_mask(store, join_key(prefix, k))]
         if not masks:
-            seen = ", ".join(sorted({descriptions.get(k, "?") or "?" for k in candidates}))
+            # what the headers say, as kinds: a SeriesDescription is header text, never quoted
+            seen = ", ".join(sorted({_KIND_WORDS[kind] for kind in kinds.values()}))
             raise LookupError(
                 f"abnormality {row.abnormality_id}: no ROI mask among the {len(candidates)} DICOM(s) "
-                f"of its lesion folder (SeriesDescription: {seen})"
+                f"of its lesion folder (found: {seen})"
             )
         exact = [k for k in masks if k in row.roi_keys]
         return (exact or sorted(masks))[0]
@@ -360,17 +396,27 @@ def load_cbis(
     return AdapterResult(lesions=lesions, rejects=rejects)
 
 
+_KIND_WORDS = {
+    "mask": "ROI mask",
+    "crop": "cropped image",
+    "full": "full mammogram",
+    "unknown": "no known SeriesDescription or unreadable",
+}
+
+
 def _safe_describe(describe: SeriesReader, store: ObjectStore, key: str) -> str:
     """A header that cannot be read is 'unknown', not an abort: preprocessing reports the decode
-    error for the case itself."""
+    error for the case itself. Only content errors (:data:`CONTENT_ERRORS`) mean that; a store
+    that fails to deliver the bytes raises, so the task retries instead of quarantining."""
     try:
         return describe(store, key)
-    except Exception:  # noqa: BLE001 - any unreadable header just means "don't know"
+    except CONTENT_ERRORS:
         return ""
 
 
 def _safe_is_mask(store: ObjectStore, key: str) -> bool:
+    """Undecodable content: not a usable mask. Store errors propagate (see :data:`CONTENT_ERRORS`)."""
     try:
         return _looks_like_mask(store, key)
-    except Exception:  # noqa: BLE001 - undecodable: not a usable mask
+    except CONTENT_ERRORS:
         return False

@@ -27,7 +27,9 @@ Conventions:
   with the CSV's columns, else the row is rejected.
 * **Rejects**: CSV rows whose image is not in the store (:data:`IMAGE_ABSENT`), bad values, an
   image without its mask (unless the row says Normal), a mask or image without CSV row, a mask
-  without image, duplicate CSV rows for one name (all of them).
+  without image, duplicate CSV rows for one name (all of them). A reason names the column and
+  the kind of problem, never a cell's value or an image name (``P<n>_…`` holds the patient
+  number); :attr:`Reject.source` (``<csv>:row N`` or the object key) locates it for the operator.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def parse_birads(text: str) -> int | None:
     """'4' → 4; '4$2' (several findings) → the highest, 4; blank → None; else ValueError."""
     parts = [p.strip() for p in text.split("$")] if text.strip() else []
     if not all(re.fullmatch(r"[0-6]", p) for p in parts):
-        raise ValueError(f"unreadable BI-RADS {text!r}")
+        raise ValueError(f"unreadable BI-RADS in {_COL_BIRADS!r} (0-6, several joined by '$')")
     return max(int(p) for p in parts) if parts else None
 
 
@@ -117,7 +119,7 @@ def parse_density(text: str) -> int | None:
     if t in ("", "_"):
         return None
     if t not in _DENSITY:
-        raise ValueError(f"breast density {text!r} is not A-D or '_'")
+        raise ValueError(f"{_COL_DENSITY!r} is not A-D or '_'")
     return _DENSITY[t]
 
 
@@ -172,11 +174,11 @@ def load_cdd_cesm(
     records: list[dict[str, object]] = []
     for i, (row, name) in enumerate(zip(rows, names, strict=True), start=1):
         cells = {c: str(row[c]).strip() for c in _COLUMNS}
-        source = f"{csv_key}:row {i} ({name or '?'})"
+        source = f"{csv_key}:row {i}"  # reasons and sources quote no cell
         m = _NAME.match(name)
         if m is None:
             rejects.append(
-                Reject(source, f"Image_name {name!r} is not P<n>_<L|R>_<DM|CM>_<CC|MLO>")
+                Reject(source, f"{_COL_NAME!r} is not of the form P<n>_<L|R>_<DM|CM>_<CC|MLO>")
             )
             continue
         if m.group("type") not in wanted:
@@ -184,13 +186,15 @@ def load_cdd_cesm(
         image_key = images.get(name)
         case_id = case_pseudonym(pseudonym_key, DATASET, image_key) if image_key else None
         if counts[name] > 1:
-            rejects.append(Reject(source, f"{name} has {counts[name]} rows in {csv_key}", case_id))
+            why = f"the row's {_COL_NAME} has {counts[name]} rows in {CSV_NAME}"
+            rejects.append(Reject(source, why, case_id))
             continue
         if image_key is None:
-            rejects.append(Reject(source, f"{IMAGE_ABSENT}: no image {IMAGE_DIR}/{name}.jpg"))
+            why = f"{IMAGE_ABSENT}: no image of the row's {_COL_NAME} in {IMAGE_DIR}/"
+            rejects.append(Reject(source, why))
             continue
         try:
-            record = _record(cells, m, name, image_key, masks.get(name), store, pseudonym_key)
+            record = _record(cells, m, image_key, masks.get(name), store, pseudonym_key)
         except ValueError as exc:
             rejects.append(Reject(source, str(exc), case_id))
             continue
@@ -203,14 +207,14 @@ def load_cdd_cesm(
             continue
         if stem not in listed:
             case_id = case_pseudonym(pseudonym_key, DATASET, key)
-            rejects.append(Reject(key, f"image without a row in {csv_key}", case_id))
+            rejects.append(Reject(key, f"image without a row in {CSV_NAME}", case_id))
     for stem, key in sorted(masks.items()):
         if type_of(stem) in IMAGE_TYPES and type_of(stem) not in wanted:
             continue
         if stem not in images:
-            rejects.append(Reject(key, f"mask without image {IMAGE_DIR}/{stem}.jpg"))
+            rejects.append(Reject(key, f"mask without an image of the same name in {IMAGE_DIR}/"))
         elif stem not in listed:
-            rejects.append(Reject(key, f"mask without a row in {csv_key}"))
+            rejects.append(Reject(key, f"mask without a row in {CSV_NAME}"))
     lesions = conform(pd.DataFrame.from_records(records)) if records else conform(pd.DataFrame())
     return AdapterResult(lesions=lesions, rejects=rejects)
 
@@ -218,7 +222,6 @@ def load_cdd_cesm(
 def _record(
     cells: dict[str, str],
     m: re.Match[str],
-    name: str,
     image_key: str,
     mask_key: str | None,
     store: ObjectStore,
@@ -235,13 +238,12 @@ def _record(
         m.group("view"),
     )
     if said != named:
-        raise ValueError(
-            f"columns say patient/side/type/view {'/'.join(map(str, said))} "
-            f"but the name says {'/'.join(named)}"
-        )
+        columns = (_COL_PATIENT, _COL_SIDE, _COL_TYPE, _COL_VIEW)
+        differ = [c for c, a, b in zip(columns, said, named, strict=True) if a != b]
+        raise ValueError(f"column(s) {', '.join(map(repr, differ))} disagree with {_COL_NAME!r}")
     pathology = _PATHOLOGY.get(cells[_COL_PATHOLOGY].lower())
     if pathology is None:
-        raise ValueError(f"unknown pathology {cells[_COL_PATHOLOGY]!r}")
+        raise ValueError(f"unknown {_COL_PATHOLOGY!r} (expected Malignant, Benign or Normal)")
     density, birads = parse_density(cells[_COL_DENSITY]), parse_birads(cells[_COL_BIRADS])
     record: dict[str, object] = {
         "patient_id": patient_pseudonym(pseudonym_key, DATASET, patient),
@@ -258,9 +260,9 @@ def _record(
     }
     if mask_key is None:
         if pathology != "NORMAL":
-            raise ValueError(f"{pathology.lower()} image {name} has no mask {MASK_DIR}/{name}.jpg")
+            raise ValueError(f"{pathology.lower()} image without a mask of its name in {MASK_DIR}/")
         return dict(record, lesion_id=0, abnormality_type="normal")
     if pathology == "NORMAL":
-        raise ValueError(f"image {name} is classified Normal but has a mask {MASK_DIR}/{name}.jpg")
+        raise ValueError(f"image is classified Normal but has a mask in {MASK_DIR}/")
     abnormality = abnormality_from_text(cells[_COL_FINDINGS], cells[_COL_TAGS])
     return dict(record, lesion_id=1, abnormality_type=abnormality, mask_uri=store.uri(mask_key))

@@ -60,7 +60,9 @@ Conventions:
   unreadable XML or an unusable ROI (the whole image is rejected, so it is never kept with part
   of its lesions missing), XMLs of unknown images; in the export: names that are not
   ``<File Name>.jpg`` / ``<File Name>_bw_Mass_<k>.png``, mask files without image, images
-  without mask file (see above).
+  without mask file (see above). A reason says which column or file is wrong and how; it never
+  quotes a cell, a File Name, an ROI name or an object key (rejects carry the case's pseudonym;
+  :attr:`Reject.source`, ``<csv>:row N`` or the object key, locates it for the operator).
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ _EXPORT_MASK = re.compile(r"^(?P<file>\d+)_bw_Mass_(?P<k>\d+)\.png$", re.IGNOREC
 _POINT = re.compile(r"^\(\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*(?:,\s*[-+0-9.eE]+\s*)?\)$")
 _BIRADS = re.compile(r"^([0-6])[abc]?$", re.IGNORECASE)
 _VIEWS = ("CC", "MLO", "ML", "LM", "XCCL", "FB")
+_SECOND_IMAGE = "second image for one File Name (the first one listed is kept)"
 
 
 class InbreastXmlError(ValueError):
@@ -149,8 +152,10 @@ def parse_inbreast_rois(xml_bytes: bytes) -> list[InbreastRoi]:
     """
     try:
         root = plistlib.load(io.BytesIO(xml_bytes), fmt=plistlib.FMT_XML)
-    except (plistlib.InvalidFileException, ExpatError, ValueError, TypeError) as exc:
+    except ExpatError as exc:  # "not well-formed (invalid token): line 3, column 0"
         raise InbreastXmlError(f"not a readable plist XML: {exc}") from None
+    except (plistlib.InvalidFileException, ValueError, TypeError) as exc:  # may quote content
+        raise InbreastXmlError(f"not a readable plist XML ({type(exc).__name__})") from None
     images = root.get("Images") if isinstance(root, dict) else None
     if not isinstance(images, list):
         raise InbreastXmlError("no 'Images' array at the top of the plist")
@@ -165,12 +170,12 @@ def parse_inbreast_rois(xml_bytes: bytes) -> list[InbreastRoi]:
                 raise InbreastXmlError(f"ROI {index} is not a dict")
             raw = entry.get("Point_px")
             if not isinstance(raw, list) or not raw:
-                raise InbreastXmlError(f"ROI {index} ({entry.get('Name', '?')!r}) has no Point_px")
+                raise InbreastXmlError(f"ROI {index} has no Point_px")
             points = []
             for text in raw:
                 xy = _parse_point(text)
                 if xy is None:
-                    raise InbreastXmlError(f"ROI {index}: unreadable point {text!r}")
+                    raise InbreastXmlError(f"ROI {index}: unreadable point in Point_px")
                 points.append(xy)
             rois.append(InbreastRoi(index, str(entry.get("Name", "")).strip(), tuple(points)))
     return rois
@@ -217,7 +222,7 @@ def _parse_birads(text: str) -> int | None:
         return None
     m = _BIRADS.match(text)
     if not m:
-        raise ValueError(f"unreadable BI-RADS {text!r}")
+        raise ValueError("unreadable 'Bi-Rads' (expected 0-6, or 4a/4b/4c)")
     return int(m.group(1))
 
 
@@ -225,7 +230,7 @@ def _parse_acr(text: str) -> int | None:
     if not text:
         return None
     if text not in ("1", "2", "3", "4"):
-        raise ValueError(f"ACR density {text!r} is not 1-4")
+        raise ValueError("'ACR' density is not 1-4")
     return int(text)
 
 
@@ -233,9 +238,9 @@ def _csv_fields(cells: dict[str, str]) -> tuple[str, str, int | None, int | None
     """Laterality, view, BI-RADS and ACR density of one CSV row; ValueError with the reason."""
     side, view = cells["Laterality"].upper(), cells["View"].upper()
     if side not in ("L", "R"):
-        raise ValueError(f"laterality {cells['Laterality']!r} is not L or R")
+        raise ValueError("'Laterality' is not L or R")
     if view not in _VIEWS:
-        raise ValueError(f"unknown view {cells['View']!r}")
+        raise ValueError(f"unknown 'View' (expected one of {', '.join(_VIEWS)})")
     return side, view, _parse_birads(cells["Bi-Rads"]), _parse_acr(cells["ACR"])
 
 
@@ -288,10 +293,7 @@ def list_export(store: ObjectStore, prefix: str, export_dirs: Sequence[str]) -> 
                 why = f"not an export image name ({EXPORT_IMAGE_DIR}/<File Name>.jpg)"
                 rejects.append(Reject(key, why))
             elif m.group("file") in images:
-                why = (
-                    f"second image for File Name {m.group('file')} (kept {images[m.group('file')]})"
-                )
-                rejects.append(Reject(key, why))
+                rejects.append(Reject(key, _SECOND_IMAGE))
             else:
                 images[m.group("file")] = key
         mask_dir = join_key(prefix, folder, EXPORT_MASK_DIR)
@@ -301,7 +303,7 @@ def list_export(store: ObjectStore, prefix: str, export_dirs: Sequence[str]) -> 
                 why = f"not an export mask name ({EXPORT_MASK_DIR}/<File Name>_bw_Mass_<k>.png)"
                 rejects.append(Reject(key, why))
             elif m.group("file") not in images:
-                why = f"mask without image {EXPORT_IMAGE_DIR}/{m.group('file')}.jpg"
+                why = f"mask without an image of its File Name in {EXPORT_IMAGE_DIR}/"
                 rejects.append(Reject(key, why))
             else:
                 numbered.setdefault(m.group("file"), []).append((int(m.group("k")), key))
@@ -341,8 +343,7 @@ def _list_originals(
                 continue
             file_name = m.group("file")
             if file_name in images:
-                why = f"second image for File Name {file_name} (kept {images[file_name]})"
-                rejects.append(Reject(key, why))
+                rejects.append(Reject(key, _SECOND_IMAGE))
                 continue
             images[file_name] = key
     return images, rejects
@@ -378,7 +379,7 @@ def _export_records(
             ]
         said = "no BI-RADS" if birads is None else f"BI-RADS {birads}"
         raise ValueError(
-            f"export image without mask file {EXPORT_MASK_DIR}/{file_name}_bw_Mass_<k>.png and "
+            f"export image without mask file ({EXPORT_MASK_DIR}/<File Name>_bw_Mass_<k>.png) and "
             f"{said}: the export holds mass images only, a lost mask cannot be told from a normal image"
         )
     return [
@@ -427,12 +428,12 @@ def load_inbreast(
     for file_name in sorted(set(exported) & set(images)):
         if export.masks.get(file_name):
             key = images.pop(file_name)
-            why = f"{OUT_OF_SCOPE}: File Name {file_name} is read from the export's image and masks"
+            why = f"{OUT_OF_SCOPE}: its File Name is read from the export's image and masks"
         else:
             key = exported.pop(file_name)
             why = (
-                f"{OUT_OF_SCOPE}: export image without mask file; File Name {file_name} is read "
-                "from the original layout"
+                f"{OUT_OF_SCOPE}: export image without mask file; its File Name is read from the "
+                "original layout"
             )
         rejects.append(Reject(key, why, case_of(key)))
 
@@ -464,18 +465,18 @@ def load_inbreast(
     seen: set[str] = set()
     for i, cells in enumerate(rows or [], start=1):
         file_name = cells["File Name"]
-        source = f"{csv_key}:row {i} (File Name {file_name or '?'})"
+        source = f"{csv_key}:row {i}"  # reasons and sources quote no cell
         if not re.fullmatch(r"\d+", file_name):
-            rejects.append(Reject(source, f"File Name {file_name!r} is not a number"))
+            rejects.append(Reject(source, "'File Name' is not a number"))
             continue
         seen.add(file_name)
         image_key = exported.get(file_name) or images.get(file_name)
         if image_key is None:
-            rejects.append(Reject(source, f"{IMAGE_ABSENT}: no image for File Name {file_name}"))
+            rejects.append(Reject(source, f"{IMAGE_ABSENT}: no image for the row's File Name"))
             continue
         case_id = case_of(image_key)
         if counts[file_name] > 1:
-            why = f"File Name {file_name} has {counts[file_name]} rows in {csv_key}"
+            why = f"the row's File Name has {counts[file_name]} rows in {CSV_NAME}"
             rejects.append(Reject(source, why, case_id))
             continue
         try:
@@ -504,12 +505,10 @@ def load_inbreast(
     absent = "" if rows is not None else " (absent)"
     for file_name, key in sorted(images.items()):
         if file_name not in seen:
-            rejects.append(Reject(key, f"image not listed in {csv_key}{absent}", case_of(key)))
+            rejects.append(Reject(key, f"image not listed in {CSV_NAME}{absent}", case_of(key)))
     for file_name, key in sorted(xml_keys.items()):
         if file_name not in seen:
-            rejects.append(
-                Reject(key, f"ROI file for File Name {file_name!r}, which is not in {csv_key}")
-            )
+            rejects.append(Reject(key, f"ROI file of a File Name that is not in {CSV_NAME}"))
     lesions = conform(pd.DataFrame.from_records(records)) if records else conform(pd.DataFrame())
     return AdapterResult(lesions=lesions, rejects=rejects)
 
@@ -530,11 +529,10 @@ def _original_records(
     m = _IMAGE_NAME.match(image_key.rsplit("/", 1)[-1])
     assert m is not None  # only matching names are listed
     side, view, birads, density = _csv_fields(cells)
-    if (m.group("side").upper(), m.group("view").upper()) != (side, view):
-        raise ValueError(
-            f"CSV says {side} {view} but the image name says "
-            f"{m.group('side').upper()} {m.group('view').upper()}"
-        )
+    named = (m.group("side").upper(), m.group("view").upper())
+    if named != (side, view):
+        differ = [c for c, a, b in zip(("Laterality", "View"), (side, view), named, strict=True) if a != b]
+        raise ValueError(f"CSV column(s) {', '.join(map(repr, differ))} disagree with the image name")
     base: dict[str, object] = {
         "case_id": case_pseudonym(pseudonym_key, DATASET, image_key),
         "patient_id": patient_pseudonym(pseudonym_key, DATASET, m.group("patient")),
@@ -553,8 +551,10 @@ def _original_records(
     try:
         rois = parse_inbreast_rois(store.read_bytes(xml_key))
         geoms = [roi_geometry(r) for r in rois]
-    except (InbreastXmlError, ObjectNotFound) as exc:
+    except InbreastXmlError as exc:
         raise _XmlProblem(f"{exc}; image left out whole") from None
+    except ObjectNotFound:  # listed, then gone; an outage raises instead
+        raise _XmlProblem("ROI file is no longer in the store; image left out whole") from None
     if not rois:
         return [
             dict(

@@ -25,7 +25,10 @@ only the PGM header (a few bytes, for the height needed to flip y). Conventions:
 * **Rejects**: an entry whose image is not in the store (the held-back part of the real data:
   :data:`IMAGE_ABSENT`); a malformed line or an unreadable header. If any line of an image is
   rejected, all its lines are, so no image is kept with part of its lesions missing. Images in
-  the store without an Info.txt line are rejected too.
+  the store without an Info.txt line are rejected too. Reasons say what is wrong (which field,
+  which kind of problem) but quote no field value and name no image (``mdbNNN``): rejects carry
+  the case's pseudonym, and :attr:`Reject.source` (``Info.txt:line N`` or the object key) locates
+  the entry for the operator.
 """
 
 from __future__ import annotations
@@ -101,7 +104,7 @@ def parse_pgm_size(head: bytes) -> tuple[int, int]:
     try:
         width, height, maxval = (int(t) for t in tokens[1:4])
     except ValueError:
-        raise PgmHeaderError(f"PGM header has non-integer fields: {tokens[1:4]!r}") from None
+        raise PgmHeaderError("PGM header has non-integer width, height or maxval") from None
     if width <= 0 or height <= 0 or not 0 < maxval < 65536:
         raise PgmHeaderError(f"PGM header out of range: {width}x{height}, maxval {maxval}")
     return width, height
@@ -132,18 +135,18 @@ def parse_info_line(line: str, line_no: int) -> InfoLine:
         raise InfoLineError("fewer than 3 fields (need reference, background and class)")
     bg, cls = rest[0], rest[1]
     if bg not in BACKGROUNDS:
-        raise InfoLineError(f"unknown background tissue {bg!r} (expected F, G or D)")
+        raise InfoLineError("unknown background tissue (expected F, G or D)")
     if cls not in CLASSES:
-        raise InfoLineError(f"unknown abnormality class {cls!r}")
+        raise InfoLineError(f"unknown abnormality class (expected one of {', '.join(CLASSES)})")
     if cls == "NORM":
         if len(rest) > 2:
-            raise InfoLineError(f"NORM line has extra fields: {' '.join(rest[2:])!r}")
+            raise InfoLineError(f"NORM line has {len(rest) - 2} extra field(s)")
         return InfoLine(line_no, ref, bg, cls, None, None, "")
     if len(rest) < 3:
         raise InfoLineError(f"{cls} line has no severity (B or M)")
     sev = rest[2]
     if sev not in SEVERITIES:
-        raise InfoLineError(f"unknown severity {sev!r} (expected B or M)")
+        raise InfoLineError("unknown severity (expected B or M)")
     tail = rest[3:]
     if not tail:
         return InfoLine(line_no, ref, bg, cls, sev, None, "")
@@ -152,10 +155,10 @@ def parse_info_line(line: str, line_no: int) -> InfoLine:
             raise InfoLineError(f"expected X Y RADIUS, got {len(tail)} number(s)")
         x, y, r = (float(t) for t in tail)
         if r <= 0:
-            raise InfoLineError(f"radius must be positive, got {tail[2]}")
+            raise InfoLineError("radius must be positive")
         return InfoLine(line_no, ref, bg, cls, sev, (x, y, r), "")
     if any(_NUMBER.match(t) for t in tail):
-        raise InfoLineError(f"unreadable coordinates {' '.join(tail)!r}")
+        raise InfoLineError("unreadable coordinates (expected X Y RADIUS, as numbers)")
     return InfoLine(line_no, ref, bg, cls, sev, None, " ".join(tail))
 
 
@@ -230,7 +233,7 @@ def load_mias(
             return Reject(f"{info_key}:line {line_no}", reason, case_id)
 
         if image_key is None:
-            absent = f"{IMAGE_ABSENT}: {ref}.pgm is not in the store"
+            absent = f"{IMAGE_ABSENT}: the line's image is not in the store"
             rejects += [line_reject(ln.line_no, absent) for ln in group]
             rejects += [
                 line_reject(b.line_no, f"{absent}; also {b.reason}") for b in bad_by_ref[ref]
@@ -239,17 +242,21 @@ def load_mias(
         if bad_by_ref[ref]:
             rejects += [line_reject(b.line_no, b.reason) for b in bad_by_ref[ref]]
             first = bad_by_ref[ref][0].line_no
-            why = f"line {first} for {ref} is malformed; the image is left out whole"
+            why = f"line {first} of the same image is malformed; the image is left out whole"
             rejects += [line_reject(ln.line_no, why) for ln in group]
             continue
         if len(group) > 1 and any(ln.cls == "NORM" for ln in group):
-            why = f"{ref} has a NORM line and {len(group) - 1} other line(s)"
+            why = f"the image has a NORM line and {len(group) - 1} other line(s)"
             rejects += [line_reject(ln.line_no, why) for ln in group]
             continue
         try:
             width, height = _read_size(store, image_key)
-        except (PgmHeaderError, ObjectNotFound) as exc:
-            rejects += [line_reject(ln.line_no, f"{image_key}: {exc}") for ln in group]
+        except PgmHeaderError as exc:
+            rejects += [line_reject(ln.line_no, f"image header: {exc}") for ln in group]
+            continue
+        except ObjectNotFound:  # listed, then gone; an outage raises instead
+            gone = "image is no longer in the store (deleted since the listing)"
+            rejects += [line_reject(ln.line_no, gone) for ln in group]
             continue
         outside = [
             ln
@@ -259,10 +266,10 @@ def load_mias(
         if outside:
             for ln in group:
                 if ln in outside:
-                    x, y, _ = ln.xyr  # type: ignore[misc]
-                    why = f"centre ({x:g}, {y:g}) lies outside the {width}x{height} image"
+                    why = f"centre lies outside the {width}x{height} image"
                 else:
-                    why = f"line {outside[0].line_no} for {ref} is invalid; image left out whole"
+                    first = outside[0].line_no
+                    why = f"line {first} of the same image is invalid; image left out whole"
                 rejects.append(line_reject(ln.line_no, why))
             continue
         records += _records(
@@ -272,7 +279,7 @@ def load_mias(
     for ref, key in sorted(images.items()):
         if ref not in by_ref and ref not in bad_by_ref:
             case_id = case_pseudonym(pseudonym_key, source_dataset, key)
-            rejects.append(Reject(key, f"image {ref}.pgm has no line in {info_key}", case_id))
+            rejects.append(Reject(key, f"image has no line in {INFO_NAME}", case_id))
     lesions = conform(pd.DataFrame.from_records(records)) if records else conform(pd.DataFrame())
     return AdapterResult(lesions=lesions, rejects=rejects)
 

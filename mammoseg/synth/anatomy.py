@@ -301,37 +301,6 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool
     return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
 
 
-def add_skin_marker(
-    rng: np.random.Generator, anatomy: Anatomy, canvas: np.ndarray
-) -> tuple[int, int, int, int]:
-    """Draw a radio-opaque skin marker into ``canvas`` (the caller's working image): a metal
-    bead of 2–3 mm taped on the nipple, as many screening sites use, i.e. a saturated disc just
-    inside the skin at the breast's tip. Returns its box ``(y0, y1, x0, x1)`` in image pixels.
-
-    It is the brightest thing in the breast, whether the image shows a lesion or not, so an
-    intensity window set by the brightest breast pixel no longer depends on the lesion.
-    """
-    layout, s = anatomy.layout, anatomy.scale
-    H, W = canvas.shape
-    radius = rng.uniform(1.0, 1.5) / layout.px_mm
-    r_lr = min(max(round(layout.center_row * s), 0), anatomy.breast.shape[0] - 1)
-    cols = np.flatnonzero(anatomy.breast[r_lr])
-    if cols.size == 0:
-        raise RuntimeError("no breast on the nipple row for a skin marker")
-    tip = cols.max() if layout.chest_wall == "left" else cols.min()
-    inward = -1.0 if layout.chest_wall == "left" else 1.0
-    col = (tip + 0.5) / s - 0.5 + inward * (radius + 1.0 / layout.px_mm)
-    row = layout.center_row
-    k = math.ceil(radius) + 2
-    y0, y1 = max(0, math.floor(row) - k), min(H, math.floor(row) + k + 1)
-    x0, x1 = max(0, math.floor(col) - k), min(W, math.floor(col) + k + 1)
-    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-    cover = np.clip(radius - np.hypot(yy - row, xx - col) + 0.5, 0.0, 1.0)
-    region = canvas[y0:y1, x0:x1]
-    region += (1.0 - region) * cover
-    return y0, y1, x0, x1
-
-
 # ----------------------------------------------------------------------------------------------
 # lesions
 # ----------------------------------------------------------------------------------------------

@@ -123,6 +123,7 @@ def make_dataset(
     cache: bool = True,
     shuffle_seed: int = 0,
     lesion_oversample: float = 0.0,
+    dataset_balance: float = 0.0,
 ) -> tf.data.Dataset:
     """Batches of ``(image, mask)`` float32 ``[b, S, S, 1]`` for ``model.fit``.
 
@@ -135,6 +136,11 @@ def make_dataset(
       lesion-bearing samples becomes ``p + (1 - p)·f`` (``f`` their natural share). An epoch
       keeps ``len(manifest)`` samples. Ignored when no image has a lesion. Lesion-bearing means a
       non-empty mask (``lesion_fraction > 0`` in the manifest when ``cache=False``).
+    * ``dataset_balance = b`` in ``[0, 1]`` (training, manifest with a ``dataset`` column): the
+      "all images" stream draws dataset ``d`` (``n_d`` images) with weight ``n_d ** (1 - b)``,
+      shuffled within each dataset: 0 is the natural mix, 1 gives every dataset the same share of
+      an epoch, so a small dataset is not drowned by a large one. An epoch keeps ``len(manifest)``
+      samples.
     * ``cache=True`` reads and decodes every NPZ once, now, and keeps them in memory (small:
       ~0.75 MB per 512-px image); ``cache=False`` reads each NPZ from the store every time it is
       drawn (for data sets that do not fit in memory).
@@ -148,8 +154,10 @@ def make_dataset(
         raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
     if not 0.0 <= lesion_oversample < 1.0:
         raise ValueError(f"lesion_oversample must be in [0, 1) (got {lesion_oversample})")
-    if not training and (augment is not None or lesion_oversample > 0):
-        raise ValueError("augment and lesion_oversample apply to training datasets only")
+    if not 0.0 <= dataset_balance <= 1.0:
+        raise ValueError(f"dataset_balance must be in [0, 1] (got {dataset_balance})")
+    if not training and (augment is not None or lesion_oversample > 0 or dataset_balance > 0):
+        raise ValueError("augment, lesion_oversample and dataset_balance apply to training datasets only")
     keys = _check_manifest(manifest)
     labels = _labels(manifest)
     n = len(keys)
@@ -185,6 +193,18 @@ def make_dataset(
         order = tf.data.Dataset.range(n).shuffle(
             n, seed=shuffle_seed, reshuffle_each_iteration=True
         )
+        groups = _dataset_groups(manifest) if dataset_balance > 0 else []
+        if len(groups) > 1:
+            order = tf.data.Dataset.sample_from_datasets(
+                [
+                    tf.data.Dataset.from_tensor_slices(idx.astype(np.int64))
+                    .shuffle(idx.size, seed=shuffle_seed + 2 + j, reshuffle_each_iteration=True)
+                    .repeat()
+                    for j, idx in enumerate(groups)
+                ],
+                weights=[float(idx.size) ** (1.0 - dataset_balance) for idx in groups],
+                seed=shuffle_seed,
+            ).take(n)
         lesion_idx = np.flatnonzero(has_lesion) if has_lesion is not None else np.array([])
         if lesion_oversample > 0 and lesion_idx.size:
             everyone = order.repeat()
@@ -209,6 +229,14 @@ def make_dataset(
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _dataset_groups(manifest: pd.DataFrame) -> list[np.ndarray]:
+    """Row positions of each dataset (sorted by name); one group when there is no ``dataset`` column."""
+    if "dataset" not in manifest.columns:
+        return [np.arange(len(manifest))]
+    codes = manifest["dataset"].astype(str).to_numpy()
+    return [np.flatnonzero(codes == name) for name in sorted(set(codes))]
 
 
 def _lesion_flags(

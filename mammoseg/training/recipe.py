@@ -68,16 +68,22 @@ def configs(params: RetrainParams, network_size: int) -> tuple[UNetConfig, Train
     return model_config, train_config
 
 
-def _budget_hook(minutes: float | None, inner: EpochHook | None) -> Callable[[int, dict], bool]:
-    """Calls ``inner``; asks training to stop when another epoch would overrun ``minutes``."""
-    start = time.monotonic()
+#: What a time budget counts (``RetrainParams.budget_clock``): wall time, or this process's CPU time.
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.monotonic, "cpu": time.process_time}
+
+
+def _budget_hook(minutes: float | None, inner: EpochHook | None, clock: str = "wall") -> Callable[[int, dict], bool]:
+    """Calls ``inner``; asks training to stop when another epoch would overrun ``minutes`` of the
+    ``clock`` (a key of :data:`CLOCKS`)."""
+    now = CLOCKS[clock]
+    start = now()
 
     def hook(epoch: int, logs: dict) -> bool:
         if inner is not None:
             inner(epoch, logs)
         if minutes is None:
             return False
-        elapsed = time.monotonic() - start
+        elapsed = now() - start
         return elapsed + elapsed / epoch > minutes * 60.0
 
     return hook
@@ -105,6 +111,7 @@ def _datasets(store: ObjectStore, train_rows: pd.DataFrame, val_rows: pd.DataFra
         train_ds = make_dataset(
             store, train_rows, batch_size=params.batch_size, training=True, augment=train_config.augment,
             shuffle_seed=params.seed, lesion_oversample=params.lesion_oversample,
+            dataset_balance=params.dataset_balance,
         )
         return train_ds, make_dataset(store, val_rows, batch_size=params.batch_size, training=False)
 
@@ -115,7 +122,10 @@ def _datasets(store: ObjectStore, train_rows: pd.DataFrame, val_rows: pd.DataFra
     images, masks = load_samples(store, train_rows)
     breasts = breast_masks(store, train_rows)
     train_ds = make_patch_dataset(
-        images, masks, breasts, PatchConfig(patch_size=plan.patch_size), batch_size=params.batch_size,
+        images, masks, breasts, PatchConfig(
+            patch_size=plan.patch_size, lesion_share=params.patch_lesion_share,
+            hard_negative_share=params.patch_hard_negative_share,
+        ), batch_size=params.batch_size,
         augment=train_config.augment, seed=params.seed,
     )
     vi, vm = lesion_centred_patches(*load_samples(store, val_rows), plan.patch_size)
@@ -137,7 +147,7 @@ def fit_one(
     model_config, train_config = configs(params, plan.network_size)
     train_ds, val_ds = _datasets(store, train_rows, val_rows, params, plan, train_config)
     result = train(model_config, train_config, train_ds, val_ds, workdir,
-                   on_epoch_end=_budget_hook(params.max_train_minutes, on_epoch_end))
+                   on_epoch_end=_budget_hook(params.max_train_minutes, on_epoch_end, params.budget_clock))
     return load_model(result.best_model_path), result
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -82,6 +83,11 @@ def _run_and_check(store_url: str, caplog: pytest.LogCaptureFixture) -> None:
             except Exception:  # noqa: BLE001, S112 - the deliberately broken files have no readable header
                 continue
     assert any("SYNTH" in p for p in phi), "the synthetic headers should carry fake PHI"
+    # quarantine reasons, even in the source index, name no header value, case folder (= the
+    # PatientID) or CSV patient id: cases are named by pseudonym only
+    for q in quarantined:
+        leaked = [p for p in phi if len(p) >= 6 and p in q.reason]
+        assert not leaked and not re.search(r"P_\d{5}", q.reason), f"{q.stage} reason quotes {leaked}: {q.reason}"
     # Everything derived is checked, except the run's source index (lesion tables and
     # quarantine records), which by design maps pseudonyms back to the source objects.
     for o in list(store.list("runs/")) + list(store.list("preprocessed/")):

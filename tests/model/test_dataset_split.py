@@ -246,6 +246,20 @@ def test_lesion_oversampling_raises_the_lesion_share(store: LocalStore) -> None:
     assert 0.4 < share < 0.72
 
 
+def test_dataset_balance_evens_out_a_large_and_a_small_dataset(store: LocalStore) -> None:
+    manifest = write_cases(store, 20)
+    manifest.insert(0, "dataset", ["big"] * 16 + ["small"] * 4)  # cases 16..19 are the small set
+    drawn = {}
+    for balance in (0.0, 1.0):
+        ds = make_dataset(store, manifest, batch_size=10, training=True, dataset_balance=balance)
+        drawn[balance] = [c for _ in range(10) for c in case_numbers(ds)]
+        assert len(drawn[balance]) == 200  # an epoch keeps len(manifest) samples
+    # 0: each image once an epoch, share 4/20; 1: each dataset half the draws
+    assert np.isin(drawn[0.0], [16, 17, 18, 19]).mean() == pytest.approx(0.2)
+    assert 0.38 < np.isin(drawn[1.0], [16, 17, 18, 19]).mean() < 0.62
+    assert set(drawn[1.0]) == set(range(20))
+
+
 def test_uncached_dataset_reads_from_the_store_each_time(store: LocalStore) -> None:
     manifest = write_cases(store, 3)
     ds = make_dataset(store, manifest, batch_size=3, training=False, cache=False)
@@ -308,5 +322,9 @@ def test_bad_arguments(store: LocalStore) -> None:
         make_dataset(store, manifest, batch_size=1, training=False, augment=AugmentConfig())
     with pytest.raises(ValueError, match="lesion_oversample"):
         make_dataset(store, manifest, batch_size=1, training=True, lesion_oversample=1.0)
+    with pytest.raises(ValueError, match="dataset_balance"):
+        make_dataset(store, manifest, batch_size=1, training=True, dataset_balance=1.5)
+    with pytest.raises(ValueError, match="training datasets only"):
+        make_dataset(store, manifest, batch_size=1, training=False, dataset_balance=0.5)
     with pytest.raises(ValueError, match="batch_size"):
         make_dataset(store, manifest, batch_size=0, training=True)

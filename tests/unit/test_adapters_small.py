@@ -138,10 +138,10 @@ def test_mias_table(mias_store: LocalStore) -> None:
 def test_mias_rejects(mias_store: LocalStore) -> None:
     result = load_mias(mias_store, pseudonym_key=KEY, prefix="mias")
     assert result.rejects == [
-        Reject("mias/Info.txt:line 11", f"{IMAGE_ABSENT}: mdb004.pgm is not in the store"),
+        Reject("mias/Info.txt:line 11", f"{IMAGE_ABSENT}: the line's image is not in the store"),
         Reject(
             "mias/mdb005.pgm",
-            "image mdb005.pgm has no line in mias/Info.txt",
+            "image has no line in Info.txt",
             case_pseudonym(KEY, "mini-mias", "mias/mdb005.pgm"),
         ),
     ]
@@ -181,14 +181,14 @@ def _one_image_store(tmp_path, info_lines: str) -> LocalStore:
 @pytest.mark.parametrize(
     ("line", "reason"),
     [
-        ("mdb001 X CIRC B 1 2 3", "unknown background tissue 'X'"),
-        ("mdb001 G BLOB B 1 2 3", "unknown abnormality class 'BLOB'"),
-        ("mdb001 G CIRC Q 1 2 3", "unknown severity 'Q'"),
+        ("mdb001 X CIRC B 1 2 3", "unknown background tissue (expected F, G or D)"),
+        ("mdb001 G BLOB B 1 2 3", "unknown abnormality class (expected one of CIRC"),
+        ("mdb001 G CIRC Q 1 2 3", "unknown severity (expected B or M)"),
         ("mdb001 G CIRC", "has no severity"),
         ("mdb001 G CIRC B 1 2", "expected X Y RADIUS"),
         ("mdb001 G CIRC B 1 2 0", "radius must be positive"),
         ("mdb001 G CIRC B 1 y 3", "unreadable coordinates"),
-        ("mdb001 G NORM B", "NORM line has extra fields"),
+        ("mdb001 G NORM B", "NORM line has 1 extra field(s)"),
     ],
 )
 def test_mias_bad_line_rejects_the_whole_image(tmp_path, line: str, reason: str) -> None:
@@ -197,7 +197,8 @@ def test_mias_bad_line_rejects_the_whole_image(tmp_path, line: str, reason: str)
     assert result.lesions.empty and list(result.lesions.columns) == list(LESION_COLUMNS)
     reasons = _reasons(result.rejects)
     assert reason in reasons["Info.txt:line 3"]
-    assert "line 3 for mdb001 is malformed" in reasons["Info.txt:line 2"]
+    assert "line 3 of the same image is malformed" in reasons["Info.txt:line 2"]
+    assert not any("mdb001" in r.reason for r in result.rejects)  # the case is its pseudonym
     assert all(r.case_id == case_pseudonym(KEY, "mini-mias", "mdb001.pgm") for r in result.rejects)
 
 
@@ -206,15 +207,15 @@ def test_mias_centre_outside_the_image(tmp_path) -> None:
     result = load_mias(store, pseudonym_key=KEY)
     assert result.lesions.empty
     reasons = _reasons(result.rejects)
-    assert reasons["Info.txt:line 3"] == "centre (101, 40) lies outside the 100x80 image"
-    assert "line 3 for mdb001 is invalid" in reasons["Info.txt:line 2"]
+    assert reasons["Info.txt:line 3"] == "centre lies outside the 100x80 image"
+    assert "line 3 of the same image is invalid" in reasons["Info.txt:line 2"]
 
 
 def test_mias_norm_with_a_lesion_line_is_contradictory(tmp_path) -> None:
     store = _one_image_store(tmp_path, "mdb001 G NORM\nmdb001 G CIRC B 50 40 5\n")
     result = load_mias(store, pseudonym_key=KEY)
     assert result.lesions.empty and len(result.rejects) == 2
-    assert {r.reason for r in result.rejects} == {"mdb001 has a NORM line and 1 other line(s)"}
+    assert {r.reason for r in result.rejects} == {"the image has a NORM line and 1 other line(s)"}
 
 
 def test_mias_bad_pgm_header_is_a_reject(tmp_path) -> None:
@@ -222,7 +223,7 @@ def test_mias_bad_pgm_header_is_a_reject(tmp_path) -> None:
     store.write_bytes("mdb001.pgm", b"\x89PNG not a pgm")
     result = load_mias(store, pseudonym_key=KEY)
     assert result.lesions.empty
-    assert result.rejects[0].reason == "mdb001.pgm: not a PGM image (no 'P5'/'P2' magic number)"
+    assert result.rejects[0].reason == "image header: not a PGM image (no 'P5'/'P2' magic number)"
 
 
 def test_mias_without_info_txt_is_a_dataset_error(tmp_path) -> None:
@@ -394,13 +395,13 @@ def test_inbreast_rejects(inbreast_store: LocalStore) -> None:
     reasons = _reasons(result.rejects)
     csv = "inb/INbreast.csv"
     assert reasons == {
-        f"{csv}:row 3 (File Name 333)": f"{IMAGE_ABSENT}: no image for File Name 333",
-        f"{csv}:row 4 (File Name 444)": "ACR density '9' is not 1-4",
-        f"{csv}:row 5 (File Name 666)": "CSV says R CC but the image name says L CC",
+        f"{csv}:row 3": f"{IMAGE_ABSENT}: no image for the row's File Name",
+        f"{csv}:row 4": "'ACR' density is not 1-4",
+        f"{csv}:row 5": "CSV column(s) 'Laterality' disagree with the image name",
         "inb/sample/scans/raw_mammogram/555_cccc3333_MG_L_CC_ANON.png": (
-            f"image not listed in {csv}"
+            "image not listed in INbreast.csv"
         ),
-        "inb/AllXML/777.xml": f"ROI file for File Name '777', which is not in {csv}",
+        "inb/AllXML/777.xml": "ROI file of a File Name that is not in INbreast.csv",
     }
 
 
@@ -411,7 +412,7 @@ def test_inbreast_unreadable_xml_rejects_the_image(inbreast_store: LocalStore) -
     result = load_inbreast(inbreast_store, pseudonym_key=KEY, prefix="inb")
     assert set(result.lesions["lesion_id"]) == {0}  # only image 222 is left
     reasons = _reasons(result.rejects)
-    assert reasons["inb/AllXML/111.xml"] == "ROI 1: unreadable point '(x, 4)'; image left out whole"
+    assert reasons["inb/AllXML/111.xml"] == "ROI 1: unreadable point in Point_px; image left out whole"
 
 
 def test_inbreast_file_name_listed_twice_rejects_every_row(inbreast_store: LocalStore) -> None:
@@ -423,8 +424,8 @@ def test_inbreast_file_name_listed_twice_rejects_every_row(inbreast_store: Local
     assert case not in set(result.lesions["case_id"])
     twice = [r for r in result.rejects if "has 2 rows" in r.reason]
     assert [(r.source, r.case_id) for r in twice] == [
-        ("inb/INbreast.csv:row 1 (File Name 111)", case),
-        ("inb/INbreast.csv:row 6 (File Name 111)", case),
+        ("inb/INbreast.csv:row 1", case),
+        ("inb/INbreast.csv:row 6", case),
     ]
 
 
@@ -462,7 +463,7 @@ def test_parse_rois_and_render_mask() -> None:
         (b"not xml", "not a readable plist"),
         (b'<?xml version="1.0"?><plist version="1.0"><array/></plist>', "no 'Images' array"),
         (XML_111.replace(b"<key>ROIs</key>", b"<key>Other</key>"), "has no 'ROIs' array"),
-        (XML_111.replace(b"Point_px", b"Point_xx"), "ROI 0 ('Mass') has no Point_px"),
+        (XML_111.replace(b"Point_px", b"Point_xx"), "ROI 0 has no Point_px"),
     ],
 )
 def test_parse_rois_refuses_bad_files(data: bytes, reason: str) -> None:
@@ -606,15 +607,13 @@ def test_cdd_rejects(cdd_store: LocalStore) -> None:
     result = load_cdd_cesm(store, pseudonym_key=KEY, prefix="cdd")
     csv = "cdd/Radiology-manual-annotations.csv"
     assert _reasons(result.rejects) == {
-        f"{csv}:row 3 (P2_R_DM_CC)": "malignant image P2_R_DM_CC has no mask masks/P2_R_DM_CC.jpg",
-        f"{csv}:row 5 (P4_R_DM_CC)": f"{IMAGE_ABSENT}: no image images/P4_R_DM_CC.jpg",
-        f"{csv}:row 6 (P5_L_DM_CC)": (
-            "columns say patient/side/type/view 5/R/DM/CC but the name says 5/L/DM/CC"
-        ),
-        f"{csv}:row 7 (P6_R_DM_CC)": "breast density 'E' is not A-D or '_'",
-        "cdd/images/P7_L_DM_CC.jpg": f"image without a row in {csv}",
-        "cdd/masks/P7_L_DM_CC.jpg": f"mask without a row in {csv}",
-        "cdd/masks/P8_L_DM_CC.jpg": "mask without image images/P8_L_DM_CC.jpg",
+        f"{csv}:row 3": "malignant image without a mask of its name in masks/",
+        f"{csv}:row 5": f"{IMAGE_ABSENT}: no image of the row's Image_name in images/",
+        f"{csv}:row 6": "column(s) 'Side' disagree with 'Image_name'",
+        f"{csv}:row 7": "'Breast density (ACR)' is not A-D or '_'",
+        "cdd/images/P7_L_DM_CC.jpg": "image without a row in Radiology-manual-annotations.csv",
+        "cdd/masks/P7_L_DM_CC.jpg": "mask without a row in Radiology-manual-annotations.csv",
+        "cdd/masks/P8_L_DM_CC.jpg": "mask without an image of the same name in images/",
     }
     normal = result.lesions[
         result.lesions["case_id"] == case_pseudonym(KEY, "cdd-cesm", "cdd/images/P3_R_DM_CC.jpg")
@@ -637,11 +636,9 @@ def test_cdd_duplicate_rows_and_normal_with_mask(cdd_store: LocalStore) -> None:
     result = load_cdd_cesm(cdd_store, pseudonym_key=KEY, prefix="cdd")
     reasons = _reasons(result.rejects)
     csv = "cdd/Radiology-manual-annotations.csv"
-    assert reasons[f"{csv}:row 1 (P1_L_DM_MLO)"] == f"P1_L_DM_MLO has 2 rows in {csv}"
-    assert reasons[f"{csv}:row 3 (P1_L_DM_MLO)"] == f"P1_L_DM_MLO has 2 rows in {csv}"
-    assert reasons[f"{csv}:row 4 (P9_R_DM_CC)"] == (
-        "image P9_R_DM_CC is classified Normal but has a mask masks/P9_R_DM_CC.jpg"
-    )
+    twice = "the row's Image_name has 2 rows in Radiology-manual-annotations.csv"
+    assert reasons[f"{csv}:row 1"] == reasons[f"{csv}:row 3"] == twice
+    assert reasons[f"{csv}:row 4"] == "image is classified Normal but has a mask in masks/"
     assert result.lesions["image_type"].tolist() == ["CM"]
 
 
@@ -864,29 +861,31 @@ def test_inbreast_export_rejects(export_store: LocalStore) -> None:
         ex + "images/old/1500.jpg": "not an export image name (images/<File Name>.jpg)",
         ex + "images/\u0661\u0665.jpg": "not an export image name (images/<File Name>.jpg)",
         ex + "masks/1000_mass.png": "not an export mask name (masks/<File Name>_bw_Mass_<k>.png)",
-        ex + "masks/3000_bw_Mass_1.png": "mask without image images/3000.jpg",
+        ex + "masks/3000_bw_Mass_1.png": "mask without an image of its File Name in images/",
         raw + "1000_hhhh_MG_R_CC_ANON.png": (
-            f"{OUT_OF_SCOPE}: File Name 1000 is read from the export's image and masks"
+            f"{OUT_OF_SCOPE}: its File Name is read from the export's image and masks"
         ),
         ex + "images/1250.jpg": (
-            f"{OUT_OF_SCOPE}: export image without mask file; File Name 1250 is read from the "
+            f"{OUT_OF_SCOPE}: export image without mask file; its File Name is read from the "
             "original layout"
         ),
-        f"{csv}:row 4 (File Name 1100)": (
-            "export image without mask file masks/1100_bw_Mass_<k>.png and BI-RADS 2: the export "
-            "holds mass images only, a lost mask cannot be told from a normal image"
+        f"{csv}:row 4": (
+            "export image without mask file (masks/<File Name>_bw_Mass_<k>.png) and BI-RADS 2: the "
+            "export holds mass images only, a lost mask cannot be told from a normal image"
         ),
-        f"{csv}:row 6 (File Name 1200)": "unknown view 'XX'",
-        f"{csv}:row 8 (File Name 1300)": f"File Name 1300 has 2 rows in {csv}",
-        f"{csv}:row 9 (File Name 1300)": f"File Name 1300 has 2 rows in {csv}",
-        f"{csv}:row 10 (File Name 1400)": f"{IMAGE_ABSENT}: no image for File Name 1400",
+        f"{csv}:row 6": "unknown 'View' (expected one of CC, MLO, ML, LM, XCCL, FB)",
+        f"{csv}:row 8": "the row's File Name has 2 rows in INbreast.csv",
+        f"{csv}:row 9": "the row's File Name has 2 rows in INbreast.csv",
+        f"{csv}:row 10": f"{IMAGE_ABSENT}: no image for the row's File Name",
     }
     # an image's rejects carry its case id; the reasons name no patient hash
     by_source = {r.source: r for r in result.rejects}
-    assert by_source[f"{csv}:row 6 (File Name 1200)"].case_id == case_pseudonym(
+    assert by_source[f"{csv}:row 6"].case_id == case_pseudonym(
         KEY, "inbreast", ex + "images/1200.jpg"
     )
     assert not any("hhhh" in r.reason or "gggg" in r.reason for r in result.rejects)
+    # ... and no File Name (object keys stay in the source, for the operator)
+    assert not any(re.search(r"\d{4}", r.reason) for r in result.rejects)
     # the flows skip, not quarantine, the images left out on purpose
     skipped = [
         r.source for r in result.rejects if r.reason.startswith((IMAGE_ABSENT, OUT_OF_SCOPE))
@@ -895,7 +894,7 @@ def test_inbreast_export_rejects(export_store: LocalStore) -> None:
         [
             raw + "1000_hhhh_MG_R_CC_ANON.png",
             ex + "images/1250.jpg",
-            f"{csv}:row 10 (File Name 1400)",
+            f"{csv}:row 10",
         ]
     )
 
@@ -909,7 +908,7 @@ def test_inbreast_export_folder_as_root_without_csv(export_store: LocalStore) ->
     assert lesions[["laterality", "view", "density", "birads"]].isna().all().all()
     reasons = _reasons(result.rejects)
     assert reasons["inb/jpeg-export/images/1110.jpg"].startswith(
-        "export image without mask file masks/1110_bw_Mass_<k>.png and no BI-RADS"
+        "export image without mask file (masks/<File Name>_bw_Mass_<k>.png) and no BI-RADS"
     )
     # exam groups over the images found: 1000 and 1020 are one patient, 1200 and 1300 are not
     patients = lesions.groupby(lesions["image_uri"].str.rsplit("/", n=1).str[-1])[
@@ -931,7 +930,7 @@ def test_inbreast_export_needs_the_csv_only_without_export(export_store: LocalSt
     assert result.lesions["case_id"].nunique() == 5
     assert _reasons(result.rejects)[
         "inb/sample/scans/raw_mammogram/1040_hhhh_MG_L_CC_ANON.png"
-    ] == ("image not listed in inb/INbreast.csv (absent)")
+    ] == ("image not listed in INbreast.csv (absent)")
 
 
 def test_exam_groups() -> None:
@@ -947,3 +946,82 @@ def test_exam_groups() -> None:
     # names map as written; non-ASCII digits are not File Names
     assert exam_groups(["0099", "120", "\u0661\u0662"]) == {"0099": "0099", "120": "0099"}
     assert exam_groups([]) == {}
+
+
+# ============================ no identifiers in reject reasons ====================================
+
+NAME, PID = "DOE^JANE", "PID-4711"
+
+
+def _assert_no_identifiers(rejects: list[Reject], *values: str) -> None:
+    """No reject quotes any of ``values``: not its reason, not its source (which locates CSV
+    rows by number), not its case id."""
+    assert rejects
+    for r in rejects:
+        text = f"{r.source} | {r.reason} | {r.case_id}"
+        leaked = [v for v in values if v in text]
+        assert not leaked, f"{leaked} in {text}"
+
+
+def test_cdd_rejects_quote_no_cell(tmp_path) -> None:
+    rows = (
+        f'"{NAME}","1","L","DM","46","C","4","Mass","MLO","x","1","Malignant"\n'  # bad Image_name
+        f'"P2_L_DM_CC","2","{NAME}","DM","46","C","4","Mass","CC","x","1","Malignant"\n'  # Side
+        f'"P3_L_DM_CC","3","L","DM","46","{NAME}","4","Mass","CC","x","1","Malignant"\n'  # density
+        f'"P4_L_DM_CC","4","L","DM","46","C","{PID}","Mass","CC","x","1","Malignant"\n'  # BI-RADS
+        f'"P5_L_DM_CC","5","L","DM","46","C","4","Mass","CC","x","1","{NAME}"\n'  # pathology
+        f'"P6_L_DM_CC","{PID}","L","DM","46","C","4","Mass","CC","x","1","Malignant"\n'  # patient
+    )
+    store = LocalStore(tmp_path)
+    store.write_bytes("Radiology-manual-annotations.csv", (CDD_HEADER + rows).encode())
+    for n in range(2, 7):
+        store.write_bytes(f"images/P{n}_L_DM_CC.jpg", b"jpg")
+        store.write_bytes(f"masks/P{n}_L_DM_CC.jpg", b"jpg")
+    result = load_cdd_cesm(store, pseudonym_key=KEY)
+    assert result.lesions.empty and len(result.rejects) == 6
+    _assert_no_identifiers(result.rejects, NAME, "DOE", PID, "4711")
+    reasons = [r.reason for r in result.rejects]
+    assert reasons[1] == "column(s) 'Side' disagree with 'Image_name'"
+    assert reasons[5] == "column(s) 'Patient_ID' disagree with 'Image_name'"
+
+
+def test_inbreast_rejects_quote_no_cell(tmp_path) -> None:
+    csv = (
+        "Patient ID;Patient age;Laterality;View;Acquisition date;File Name;ACR;Bi-Rads\r\n"
+        f"removed;removed;R;CC;201001;{NAME};2;4\r\n"
+        f"removed;removed;{NAME};CC;201001;101;2;4\r\n"
+        f"removed;removed;R;{PID};201001;102;2;4\r\n"
+        f"removed;removed;R;CC;201001;103;{NAME};4\r\n"
+        f"removed;removed;R;CC;201001;104;2;{PID}\r\n"
+        "removed;removed;R;CC;201001;105;2;4\r\n"
+        "removed;removed;R;CC;201001;106;2;4\r\n"
+    )
+    store = LocalStore(tmp_path)
+    store.write_bytes("INbreast.csv", csv.encode())
+    for n in range(101, 107):
+        store.write_bytes(f"AllDICOMs/{n}_abcd{n}_MG_R_CC_ANON.dcm", b"dcm")
+    # ROI files whose ROI name or points hold identifiers
+    named = XML_111.replace(b">Mass<", f">{NAME}<".encode()).replace(b"Point_px", b"Point_xx", 1)
+    store.write_bytes("AllXML/105.xml", named)
+    store.write_bytes("AllXML/106.xml", XML_111.replace(b"(30.500000, 40.000000)", PID.encode()))
+    result = load_inbreast(store, pseudonym_key=KEY)
+    assert result.lesions.empty and len(result.rejects) == 7
+    _assert_no_identifiers(result.rejects[:5], NAME, "DOE", PID, "4711", "abcd")
+    # XML rejects are filed under the XML's key (the source index); their reasons quote nothing
+    assert [r.reason for r in result.rejects[5:]] == [
+        "ROI 0 has no Point_px; image left out whole",
+        "ROI 1: unreadable point in Point_px; image left out whole",
+    ]
+    assert not any(re.search(r"\b10[1-6]\b", r.reason) for r in result.rejects)  # no File Name
+
+
+def test_mias_rejects_quote_no_field(tmp_path) -> None:
+    store = _one_image_store(
+        tmp_path, f"mdb001 {NAME} CIRC B 1 2 3\nmdb002 G {PID} B 1 2 3\nmdb003 G CIRC {NAME}\n"
+    )
+    store.write_bytes("mdb002.pgm", _pgm(100, 80))
+    store.write_bytes("mdb003.pgm", _pgm(100, 80))
+    result = load_mias(store, pseudonym_key=KEY)
+    assert result.lesions.empty and len(result.rejects) == 3
+    _assert_no_identifiers(result.rejects, NAME, "DOE", PID, "4711")
+    assert not any("mdb00" in r.reason for r in result.rejects)  # the image is its pseudonym

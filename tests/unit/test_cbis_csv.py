@@ -63,9 +63,43 @@ def test_bad_rows_become_readable_rejects_and_the_rest_is_kept() -> None:
     rows, rejects = read_csv_bytes(csv.encode(), "mass_case_description_train_set.csv")
     assert [r.source_patient for r in rows] == ["P_00001"]
     reasons = {r.source: r.reason for r in rejects}
-    assert reasons["mass_case_description_train_set.csv row 2"] == "abnormality id 'one' is not an integer"
-    assert reasons["mass_case_description_train_set.csv row 3"].startswith("path escapes the dataset")
+    assert reasons["mass_case_description_train_set.csv row 2"] == "'abnormality id' is not an integer"
+    assert reasons["mass_case_description_train_set.csv row 3"] == (
+        "path escapes the dataset (column 'image file path': it has a '.' or '..' segment)"
+    )
     assert reasons["mass_case_description_train_set.csv row 4"] == "empty required cell 'pathology'"
+    # reasons say which column is wrong and how, never what the cell holds
+    assert not any("one" in r or "passwd" in r for r in reasons.values())
+
+
+def test_reasons_quote_no_cell_value() -> None:
+    """A name or patient id in a bad column (as a mis-exported CSV would have) never reaches a
+    reject: not its reason, not its source."""
+    name, pid = "DOE^JANE", "PID-4711"
+    csv = MASS_HEADER + (
+        f"{name},3,LEFT,CC,1,mass,OVAL,CIRCUMSCRIBED,3,BENIGN,3,a/b/000000.dcm,a_1/b/000000.dcm,a_1/b/000001.dcm\n"
+        f"P_00002,{name},LEFT,CC,1,mass,OVAL,CIRCUMSCRIBED,3,BENIGN,3,b/b/000000.dcm,b_1/b/000000.dcm,b_1/b/000001.dcm\n"
+        f"P_00003,3,LEFT,CC,{pid},mass,OVAL,CIRCUMSCRIBED,3,BENIGN,3,c/b/000000.dcm,c_1/b/000000.dcm,c_1/b/000001.dcm\n"
+        f"P_00004,3,LEFT,CC,1,mass,OVAL,CIRCUMSCRIBED,{pid},BENIGN,3,d/b/000000.dcm,d_1/b/000000.dcm,d_1/b/000001.dcm\n"
+        f"P_00005,3,LEFT,CC,1,mass,OVAL,CIRCUMSCRIBED,3,BENIGN,3,/{name}/000000.dcm,e_1/b/000000.dcm,e_1/b/000001.dcm\n"
+        f"P_00006,3,LEFT,CC,1,mass,OVAL,CIRCUMSCRIBED,3,BENIGN,3,f/../{pid}.dcm,f_1/b/000000.dcm,f_1/b/000001.dcm\n"
+    )
+    rows, rejects = read_csv_bytes(csv.encode(), "mass_case_description_train_set.csv")
+    assert rows == [] and len(rejects) == 6
+    assert [r.reason for r in rejects] == [
+        "'patient_id' is not of the form P_00000",
+        "'breast density' is not a number",
+        "'abnormality id' is not an integer",
+        "'assessment' is not a number",
+        (
+            "path escapes the dataset (column 'image file path': it is an absolute path; "
+            "it has an empty segment ('//'))"
+        ),
+        "path escapes the dataset (column 'image file path': it has a '.' or '..' segment)",
+    ]
+    for r in rejects:
+        text = f"{r.source} {r.reason} {r.case_id}"
+        assert name not in text and "DOE" not in text and pid not in text and "4711" not in text
 
 
 def test_out_of_range_values_are_kept_for_the_validation_suite() -> None:

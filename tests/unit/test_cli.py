@@ -117,5 +117,8 @@ def test_primary_set_defaults_and_names() -> None:
     assert resolve_primary(train, held, "cbis-ddsm") == "heldout-cbis-ddsm"
     assert resolve_primary(train, held, "internal-test-inbreast") == "internal-test-inbreast"
     assert resolve_primary(train, [], None) == "internal-test-cdd-cesm-dm"
+    assert resolve_primary(train, held, "inbreast") == "internal-test-inbreast"  # a training set: its test split
+    both = [DatasetSource(dataset="inbreast", source_url="/e")]
+    assert resolve_primary(train, both, "inbreast") == "heldout-inbreast"  # held out as well: the held-out set
     with pytest.raises(ValueError, match="names no evaluated set"):
-        resolve_primary(train, held, "inbreast")  # a training set, not a held-out one
+        resolve_primary(train, held, "mini-mias")  # not in this run

@@ -1,0 +1,75 @@
+"""The per-model time budget of the training recipe: wall clock or process CPU time."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from mammoseg.training import recipe
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_budget_stops_when_another_epoch_would_overrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setitem(recipe.CLOCKS, "cpu", clock)
+    hook = recipe._budget_hook(1.0, None, "cpu")  # 60 s
+    clock.t += 25
+    assert hook(1, {}) is False  # 25 s done, 50 s after one more epoch of 25 s
+    clock.t += 20
+    assert hook(2, {}) is True  # 45 s done, 67.5 s after one more epoch of 22.5 s
+
+
+def test_budget_reads_the_named_clock_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    wall, cpu = FakeClock(), FakeClock()
+    monkeypatch.setitem(recipe.CLOCKS, "wall", wall)
+    monkeypatch.setitem(recipe.CLOCKS, "cpu", cpu)
+    hook = recipe._budget_hook(1.0, None, "cpu")
+    wall.t += 3600  # a busy machine: wall time passes while this process waits
+    assert hook(1, {}) is False
+    cpu.t += 50
+    assert hook(2, {}) is True
+
+
+def test_clocks_are_monotonic_time_and_process_cpu_time() -> None:
+    assert recipe.CLOCKS == {"wall": time.monotonic, "cpu": time.process_time}
+
+
+def test_budget_calls_the_inner_hook_and_none_means_no_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setitem(recipe.CLOCKS, "wall", clock)
+    seen: list[tuple[int, dict]] = []
+    hook = recipe._budget_hook(None, lambda e, logs: seen.append((e, logs)))
+    clock.t += 1e6
+    assert hook(1, {"val_dice": 0.5}) is False
+    assert seen == [(1, {"val_dice": 0.5})]
+
+
+def test_params_reject_an_unknown_clock() -> None:
+    from pydantic import ValidationError
+
+    from mammoseg.params import RetrainParams
+
+    assert RetrainParams().budget_clock == "wall"
+    with pytest.raises(ValidationError):
+        RetrainParams(budget_clock="gpu")
+
+
+def test_patch_shares_default_to_the_patch_sampler_defaults_and_must_fit() -> None:
+    from pydantic import ValidationError
+
+    from mammoseg.params import RetrainParams
+    from mammoseg.training.patches import PatchConfig
+
+    p = RetrainParams()
+    assert (p.patch_lesion_share, p.patch_hard_negative_share) == (PatchConfig.lesion_share,
+                                                                   PatchConfig.hard_negative_share)
+    with pytest.raises(ValidationError, match="<= 1"):
+        RetrainParams(patch_lesion_share=0.7, patch_hard_negative_share=0.4)
