@@ -8,6 +8,7 @@ from pydantic import BaseModel
 from flows.ingest import ingest_flow
 from flows.preprocess import preprocess_flow
 from flows.validate import validate_flow
+from mammoseg.preprocess.params import PreprocessParams
 from tasks.report import write_run_report
 
 
@@ -29,12 +30,14 @@ class DataRunResult(BaseModel):
 
 
 @flow(name="data-pipeline", flow_run_name="data-{dataset}-{run_id}")
-def data_pipeline_flow(dataset: str, source_url: str, store_url: str, run_id: str, size: int = 512) -> DataRunResult:
+def data_pipeline_flow(
+    dataset: str, source_url: str, store_url: str, run_id: str, params: PreprocessParams | None = None
+) -> DataRunResult:
     ingest = ingest_flow(dataset, source_url, store_url, run_id)
     gate = validate_flow(ingest.lesions_uri, store_url, run_id)
     prep = None
     if gate.stop_reason is None and gate.validated_uri:
-        prep = preprocess_flow(gate.validated_uri, source_url, store_url, run_id, size)
+        prep = preprocess_flow(gate.validated_uri, source_url, store_url, run_id, params)
     counts = {
         "objects_found": ingest.objects_found,
         "cases_found": ingest.cases + ingest.rejected,

@@ -48,7 +48,7 @@ def evaluate_flow(
     n_boot: int = 1000,
 ) -> EvaluateResult:
     model = resolve_model(store_url, model_uri)
-    data = data_pipeline_flow(dataset, source_url, store_url, run_id, model.plan.preprocess.size)
+    data = data_pipeline_flow(dataset, source_url, store_url, run_id, model.plan.preprocess)
     if not data.manifest_uri or not data.lesions_uri:
         raise NothingToEvaluate(f"no case of {dataset} could be preprocessed. Report: {data.report_uri}")
     training = locate_training_data(model.model_uri, store_url, run_id)

@@ -22,6 +22,8 @@ from mammoseg.params import (
     eval_set_name,
     resolve_primary,
 )
+from mammoseg.preprocess.params import PreprocessParams
+from mammoseg.settings import get_settings
 from tasks.evaluate import ScoredSet, evaluate_model
 from tasks.publish import publish_model
 from tasks.train import combine_manifests, split_by_patient, train_unet
@@ -65,9 +67,10 @@ def retrain_flow(
     p = params or RetrainParams()
     check_datasets(train, heldout)
     gate_set = resolve_primary(train, heldout, primary)
-    trained_on = {d.dataset: data_pipeline_flow(d.dataset, d.source_url, store_url, f"{run_id}-{d.dataset}", p.size)
+    prep = PreprocessParams.from_settings(get_settings(), size=p.size)
+    trained_on = {d.dataset: data_pipeline_flow(d.dataset, d.source_url, store_url, f"{run_id}-{d.dataset}", prep)
                   for d in train}
-    held_out = {d.dataset: data_pipeline_flow(d.dataset, d.source_url, store_url, f"{run_id}-heldout-{d.dataset}", p.size)
+    held_out = {d.dataset: data_pipeline_flow(d.dataset, d.source_url, store_url, f"{run_id}-heldout-{d.dataset}", prep)
                 for d in heldout}
     manifest_uri = combine_manifests({name: _manifest(r) for name, r in trained_on.items()}, store_url, run_id)
     split = split_by_patient(manifest_uri, store_url, run_id, p)

@@ -135,10 +135,12 @@ def preprocess(
     """Crop, flip, CLAHE and resize every case (Prefect flow, cached by content)."""
     from flows.preprocess import preprocess_flow
     from mammoseg.layout import new_run_id
+    from mammoseg.preprocess.params import PreprocessParams
 
     s = _settings(store_url=store, image_size=size)
     summary = preprocess_flow(
-        lesions_uri=lesions, source_url=source, store_url=s.store_url, run_id=run_id or new_run_id(), size=s.image_size
+        lesions_uri=lesions, source_url=source, store_url=s.store_url, run_id=run_id or new_run_id(),
+        params=PreprocessParams.from_settings(s),
     )
     d = summary.model_dump()
     _emit(d, as_json, "\n".join(f"{k}: {v}" for k, v in d.items()))
@@ -186,17 +188,17 @@ def retrain(
                           "(default: the first held-out set, else the first training set's internal test)."),
     ] = None,
     store: StoreOpt = None,
-    size: Annotated[int, typer.Option(help="Model input size in px.")] = 256,
-    epochs: Annotated[int, typer.Option(min=1)] = 40,
-    base_filters: Annotated[int, typer.Option(min=2)] = 16,
-    depth: Annotated[int, typer.Option(min=1, max=6)] = 4,
-    batch_size: Annotated[int, typer.Option(min=1)] = 8,
-    learning_rate: Annotated[float, typer.Option()] = 1e-3,
-    loss: Annotated[str, typer.Option(help="focal | dice | focal_dice")] = "focal_dice",
-    lesion_oversample: Annotated[float, typer.Option(help="Share of batches drawn from lesion images (0 = none).")] = 0.0,
-    input_norm: Annotated[str | None, typer.Option(help="none | breast (default: RetrainParams.input_norm).")] = None,
-    tta_mirror: Annotated[bool, typer.Option("--tta-mirror", help="Average predictions with the mirrored image's (in the plan).")] = False,
-    seed: Annotated[int, typer.Option()] = 0,
+    size: Annotated[int | None, typer.Option(help="Model input size in px (default: RetrainParams.size).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs per model (default: RetrainParams.epochs).")] = None,
+    base_filters: Annotated[int | None, typer.Option(min=2)] = None,
+    depth: Annotated[int | None, typer.Option(min=1, max=6)] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    learning_rate: Annotated[float | None, typer.Option()] = None,
+    loss: Annotated[str | None, typer.Option(help="focal | dice | focal_dice")] = None,
+    lesion_oversample: Annotated[float | None, typer.Option(help="Share of batches drawn from lesion images (0 = none).")] = None,
+    input_norm: Annotated[str | None, typer.Option(help="none | breast.")] = None,
+    tta_mirror: Annotated[bool | None, typer.Option("--tta-mirror/--no-tta-mirror", help="Average predictions with the mirrored image's (in the plan).")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", metavar="KEY=VALUE", help="Any other RetrainParams field (repeatable), e.g. folds=5, "
@@ -226,12 +228,13 @@ def retrain(
             held = [DatasetSource(dataset=heldout_dataset or "mini-mias", source_url=heldout_source)]
         check_datasets(train, held)
         resolve_primary(train, held, primary)
-        params = RetrainParams(
-            size=size, epochs=epochs, base_filters=base_filters, depth=depth, batch_size=batch_size,
-            learning_rate=learning_rate, loss=loss, lesion_oversample=lesion_oversample, seed=seed,
-            **({"input_norm": input_norm} if input_norm else {}), **({"tta_mirror": True} if tta_mirror else {}),
-            **_param_overrides(set_ or []),
-        )
+        # flags left out take RetrainParams' defaults (one default per knob, in mammoseg/params.py)
+        given = {
+            "size": size, "epochs": epochs, "base_filters": base_filters, "depth": depth, "batch_size": batch_size,
+            "learning_rate": learning_rate, "loss": loss, "lesion_oversample": lesion_oversample,
+            "input_norm": input_norm, "tta_mirror": tta_mirror, "seed": seed,
+        }
+        params = RetrainParams(**{k: v for k, v in given.items() if v is not None}, **_param_overrides(set_ or []))
     except (ValueError, ValidationError) as exc:
         raise typer.BadParameter(_one_line(exc)) from None
     result = retrain_flow(train, held, s.store_url, run_id or new_run_id(), params, primary)
@@ -513,6 +516,9 @@ def _run_text(title: str, result: dict[str, Any]) -> str:
 def main() -> None:  # pragma: no cover - console entry point
     from mammoseg.settings import PseudonymKeyMissing
 
+    # Prefect's temporary API server may take longer than its default 20 s to start on a busy
+    # machine; the user's own setting wins.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     try:
         app()
     except PseudonymKeyMissing as exc:  # a one-line error, not a traceback

@@ -14,18 +14,23 @@ Layout (keys relative to the store root)::
     models/CURRENT                                    champion pointer (small JSON, written last)
 
 A version id is ``<UTC timestamp>-<first 8 hex of the model's SHA-256>``
-(``20250102T030405Z-1a2b3c4d``): it sorts by time and names the exact weights. A version without
+(``20250102T030405Z-1a2b3c4d``), or, for a pipeline run, ``<run id>-<sha8>``
+(``20250102T030405Z-3fa1-1a2b3c4d``, see :func:`make_version_id`): it sorts by time and names the
+exact weights, and a retried publish of one run names the same version. A version without
 ``COMPLETE`` (a crash mid-publish, or a publish still running) is **never** eligible; a version
 whose files no longer match the sizes/ETags recorded in ``COMPLETE`` is not eligible either.
-Published versions are immutable: publishing to a complete version id is refused.
+Published versions are immutable: publishing *different* content to a complete version id is
+refused; publishing the same content again (a retry) returns the existing version.
 
 The gate (:func:`promote_if_better`) compares the challenger's held-out metric with the
 champion's (read from the champion's own ``metrics.json``) and rewrites ``models/CURRENT`` — one
 small object, so readers see the old or the new champion, never a mix. Higher is better for
 every metric the gate is used with (Dice, IoU, sensitivity). When both metrics files carry an
 ``eval_set`` fingerprint (:func:`eval_set_fingerprint`) and they differ, the scores are not
-comparable and the gate refuses. The gate is not safe against two promotions running at the
-same moment: run publishing with a concurrency limit of one.
+comparable and the gate refuses. Promotions may run concurrently: ``CURRENT`` is rewritten by
+compare-and-swap (:meth:`~mammoseg.storage.ObjectStore.compare_and_swap`) on the ETag the gate
+read, and a promotion that loses the race re-reads the new champion and compares again, so a
+concurrent promotion can never replace a better champion by a worse one.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -42,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from mammoseg.storage import ObjectNotFound, ObjectStore, join_key
+from mammoseg.storage import ObjectNotFound, ObjectStore, PreconditionFailed, join_key
 
 if TYPE_CHECKING:
     from mammoseg.plan import ModelPlan
@@ -68,6 +75,9 @@ FILES: Final = {
 OPTIONAL_FILES: Final = frozenset({"plan"})
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+#: Rounds of read-compare-write before a promotion that keeps losing races gives up.
+_MAX_PROMOTION_ROUNDS: Final = 50
 
 
 class PublishError(Exception):
@@ -185,11 +195,28 @@ def _check_version(version: str) -> str:
 
 
 def make_version_id(
-    model_file: Path, *, now: datetime | None = None, sha256: str | None = None
+    model_file: Path,
+    *,
+    now: datetime | None = None,
+    sha256: str | None = None,
+    run_id: str | None = None,
 ) -> str:
-    """``YYYYMMDDTHHMMSSZ-<sha8>``: UTC time + first 8 hex digits of the model's SHA-256."""
+    """``YYYYMMDDTHHMMSSZ-<sha8>``: UTC time + first 8 hex digits of the model's SHA-256.
+
+    With ``run_id``: ``<run id>-<sha8>``, with no clock involved, so every attempt of one run
+    (a retried publish task) names the same version and :func:`publish_version` can recognise
+    it as already published. Run ids from :func:`mammoseg.layout.new_run_id` start with their
+    UTC start time, so these ids sort by time too. Characters a version id cannot hold are
+    replaced (and a short hash of the run id is then added, so distinct runs stay distinct).
+    """
     digest = sha256 or _sha256(Path(model_file))
-    return f"{(now or _now()).astimezone(UTC):%Y%m%dT%H%M%SZ}-{digest[:8]}"
+    if run_id is None:
+        return f"{(now or _now()).astimezone(UTC):%Y%m%dT%H%M%SZ}-{digest[:8]}"
+    run = str(run_id)
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", run).lstrip("._-")[:110]
+    if clean != run:
+        clean = f"{clean}-{hashlib.sha256(run.encode()).hexdigest()[:6]}".lstrip("-")
+    return _check_version(f"{clean}-{digest[:8]}")
 
 
 def eval_set_fingerprint(manifest: Iterable[Mapping[str, object]]) -> str:
@@ -234,7 +261,9 @@ def publish_version(
     (where :func:`mammoseg.inference.load_predictor` looks for it) and recorded in ``COMPLETE``.
     ``data_manifest`` rows need at least ``key`` and ``etag``. Everything is checked (strict JSON,
     no NaN) before the first write, so bad input leaves nothing behind. Re-publishing to a version
-    id whose earlier attempt crashed (no ``COMPLETE``) overwrites the leftovers.
+    id whose earlier attempt crashed (no ``COMPLETE``) overwrites the leftovers. Publishing to a
+    complete version is idempotent: the same content (model weights and every file) returns the
+    existing version and writes nothing; different content raises :class:`PublishError`.
     """
     model_file = Path(model_file)
     if not model_file.is_file():
@@ -256,8 +285,9 @@ def publish_version(
     version = _check_version(version) if version else make_version_id(model_file, sha256=digest)
     prefix = version_prefix(version)
     complete_key = join_key(prefix, COMPLETE_NAME)
-    if store.exists(complete_key):
-        raise PublishError(f"version {version} is already published; versions are immutable")
+    existing = _read_marker(store, version)
+    if existing is not None:
+        return _existing_version(store, version, existing, digest, payloads)
 
     infos = {"model": store.write_file(join_key(prefix, FILES["model"]), model_file)}
     for name in (n for n in FILES if n in payloads):
@@ -272,7 +302,52 @@ def publish_version(
             FILES[n]: {"key": i.key, "size": i.size, "etag": i.etag} for n, i in infos.items()
         },
     }
-    store.write_bytes(complete_key, _dumps(marker), "application/json")
+    try:  # create-only: a concurrent publish of this version may have completed meanwhile
+        store.compare_and_swap(complete_key, None, _dumps(marker), "application/json")
+    except PreconditionFailed:
+        existing = _read_marker(store, version)
+        if existing is None:
+            raise PublishError(
+                f"version {version}: {COMPLETE_NAME} vanished while publishing"
+            ) from None
+        return _existing_version(store, version, existing, digest, payloads)
+    return _published(store, version, marker)
+
+
+def _existing_version(
+    store: ObjectStore,
+    version: str,
+    marker: Mapping[str, Any],
+    digest: str,
+    payloads: Mapping[str, bytes],
+) -> PublishedVersion:
+    """The complete ``version`` if it holds exactly what this publish would write (a retry);
+    else :class:`PublishError` (versions are immutable)."""
+    prefix = version_prefix(version)
+    differs = []
+    if marker.get("model_sha256") != digest:
+        differs.append(FILES["model"])
+    wanted = {FILES["model"], *(FILES[n] for n in payloads)}
+    differs += sorted(set(marker["files"]) ^ wanted)
+    for name, data in payloads.items():
+        if FILES[name] in differs:
+            continue
+        try:
+            same = store.read_bytes(join_key(prefix, FILES[name])) == data
+        except ObjectNotFound:
+            same = False
+        if not same:
+            differs.append(FILES[name])
+    if differs:
+        raise PublishError(
+            f"version {version} is already published with different content "
+            f"({', '.join(differs)}); versions are immutable"
+        )
+    problems = verify_version(store, version)
+    if problems:
+        raise PublishError(
+            f"version {version} is already published but not usable: " + "; ".join(problems)
+        )
     return _published(store, version, marker)
 
 
@@ -385,14 +460,13 @@ def current_model(store: ObjectStore) -> PublishedVersion | None:
     return None if pointer is None else read_version(store, pointer.version)
 
 
-def _promote(
-    store: ObjectStore, version: str, metric: str, score: float, previous: str | None
-) -> ChampionPointer:
-    pointer = ChampionPointer(
-        version=version, metric=metric, score=score, promoted_at=_iso(_now()), previous=previous
-    )
-    store.write_bytes(CURRENT_KEY, pointer.to_json(), "application/json")
-    return pointer
+def _read_pointer_and_etag(store: ObjectStore) -> tuple[ChampionPointer | None, str | None]:
+    """The champion pointer and the ETag of the ``CURRENT`` object it was read from."""
+    try:
+        data, info = store.read_with_info(CURRENT_KEY)
+    except ObjectNotFound:
+        return None, None
+    return ChampionPointer.from_json(data), info.etag
 
 
 def promote_if_better(
@@ -404,73 +478,110 @@ def promote_if_better(
 ) -> GateDecision:
     """Promote ``version`` when it is complete and its held-out ``metric`` beats the champion's
     by more than ``min_improvement`` (or there is no champion). Otherwise nothing is written.
+
+    Safe under concurrent promotions: ``CURRENT`` is replaced only if it is still the object the
+    decision was made on (compare-and-swap on its ETag; create-only when there was none). A
+    promotion that loses the race re-reads the new champion and decides again.
     """
     if min_improvement < 0 or not math.isfinite(min_improvement):
         raise PublishError("min_improvement must be a finite number >= 0")
-    pointer = read_pointer(store)
-    before = pointer.version if pointer else None
-
-    def refuse(reason: str, ch: float | None = None, champ: float | None = None) -> GateDecision:
-        return GateDecision(False, reason, version, metric, before, ch, champ)
-
     problems = verify_version(store, version)
-    if problems:
-        return refuse(f"not eligible: {'; '.join(problems)}")
-    ch_metrics = read_metrics(store, version)
+    ch_metrics = read_metrics(store, version) if not problems else {}
     ch_score = _metric_value(ch_metrics, metric)
-    if ch_score is None:
-        return refuse(f"version {version} has no finite {metric!r} in its metrics")
-    if pointer is None:
-        _promote(store, version, metric, ch_score, None)
-        return GateDecision(
-            promoted=True,
-            reason=f"no champion yet; promoted with {metric} {ch_score:.4f}",
+    lost_race = False
+    for round_ in range(_MAX_PROMOTION_ROUNDS):
+        pointer, etag = _read_pointer_and_etag(store)
+        before = pointer.version if pointer else None
+
+        def refuse(
+            reason: str,
+            ch: float | None = None,
+            champ: float | None = None,
+            _b: str | None = before,
+        ) -> GateDecision:
+            return GateDecision(False, reason, version, metric, _b, ch, champ)
+
+        if problems:
+            return refuse(f"not eligible: {'; '.join(problems)}")
+        if ch_score is None:
+            return refuse(f"version {version} has no finite {metric!r} in its metrics")
+        if pointer is None:
+            champ_score = None
+            reason = f"no champion yet; promoted with {metric} {ch_score:.4f}"
+        elif pointer.version == version:
+            if lost_race:  # a concurrent promotion of this same version (or our own write) won
+                return GateDecision(
+                    promoted=True,
+                    reason=f"promoted with {metric} {ch_score:.4f} (confirmed after a concurrent "
+                    "write of the champion pointer)",
+                    version=version,
+                    metric=metric,
+                    champion_before=pointer.previous,
+                    challenger_score=ch_score,
+                    champion_score=None,
+                )
+            return refuse(f"version {version} is already the champion", ch_score, pointer.score)
+        else:
+            try:
+                champ_metrics: Mapping[str, Any] | None = read_metrics(store, pointer.version)
+            except PublishError:
+                champ_metrics = None
+            champ_score = (
+                _metric_value(champ_metrics, metric) if champ_metrics is not None else None
+            )
+            if champ_score is None and pointer.metric == metric:
+                champ_score = pointer.score
+            if champ_score is None:
+                return refuse(
+                    f"champion {pointer.version} has no {metric!r} to compare with; compare on "
+                    f"{pointer.metric!r} instead",
+                    ch_score,
+                )
+            a, b = ch_metrics.get("eval_set"), (champ_metrics or {}).get("eval_set")
+            if a and b and a != b:
+                return refuse(
+                    f"scores are on different held-out sets (eval_set {str(a)[:12]} vs "
+                    f"{str(b)[:12]}); re-evaluate the champion on the challenger's test set",
+                    ch_score,
+                    champ_score,
+                )
+            if not ch_score > champ_score + min_improvement:
+                return refuse(
+                    f"{metric} {ch_score:.4f} does not beat champion {pointer.version} "
+                    f"({champ_score:.4f}) by more than {min_improvement:g}; champion kept",
+                    ch_score,
+                    champ_score,
+                )
+            reason = (
+                f"{metric} {ch_score:.4f} beats champion {pointer.version} "
+                f"({champ_score:.4f}) by more than {min_improvement:g}"
+            )
+        new = ChampionPointer(
             version=version,
             metric=metric,
-            champion_before=None,
-            challenger_score=ch_score,
-            champion_score=None,
+            score=ch_score,
+            promoted_at=_iso(_now()),
+            previous=before,
         )
-    if pointer.version == version:
-        return refuse(f"version {version} is already the champion", ch_score, pointer.score)
-    try:
-        champ_metrics: Mapping[str, Any] | None = read_metrics(store, pointer.version)
-    except PublishError:
-        champ_metrics = None
-    champ_score = _metric_value(champ_metrics, metric) if champ_metrics is not None else None
-    if champ_score is None and pointer.metric == metric:
-        champ_score = pointer.score
-    if champ_score is None:
-        return refuse(
-            f"champion {pointer.version} has no {metric!r} to compare with; compare on "
-            f"{pointer.metric!r} instead",
-            ch_score,
-        )
-    a, b = ch_metrics.get("eval_set"), (champ_metrics or {}).get("eval_set")
-    if a and b and a != b:
-        return refuse(
-            f"scores are on different held-out sets (eval_set {str(a)[:12]} vs {str(b)[:12]}); "
-            "re-evaluate the champion on the challenger's test set",
-            ch_score,
-            champ_score,
-        )
-    if ch_score > champ_score + min_improvement:
-        _promote(store, version, metric, ch_score, pointer.version)
+        try:
+            store.compare_and_swap(CURRENT_KEY, etag, new.to_json(), "application/json")
+        except PreconditionFailed:
+            # another promotion rewrote CURRENT since we read it: decide again on the new one
+            lost_race = True
+            time.sleep(random.uniform(0, min(0.5, 0.005 * 2**round_)))
+            continue
         return GateDecision(
             promoted=True,
-            reason=f"{metric} {ch_score:.4f} beats champion {pointer.version} "
-            f"({champ_score:.4f}) by more than {min_improvement:g}",
+            reason=reason,
             version=version,
             metric=metric,
             champion_before=before,
             challenger_score=ch_score,
             champion_score=champ_score,
         )
-    return refuse(
-        f"{metric} {ch_score:.4f} does not beat champion {pointer.version} ({champ_score:.4f}) "
-        f"by more than {min_improvement:g}; champion kept",
-        ch_score,
-        champ_score,
+    raise PublishError(
+        f"could not promote version {version}: {CURRENT_KEY} kept changing during "
+        f"{_MAX_PROMOTION_ROUNDS} attempts"
     )
 
 

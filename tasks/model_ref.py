@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import fields
 
 import pandas as pd
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
-from mammoseg.plan import ModelPlan, PlanError
-from mammoseg.settings import Settings, get_settings
+from mammoseg.plan import ModelPlan
+from mammoseg.settings import get_settings
 from mammoseg.storage import ObjectNotFound, ObjectStore, StoreError, join_key, open_store, open_uri
 from tasks.retry import IO_RETRIES
 
@@ -41,26 +40,15 @@ class TrainingData(BaseModel):
     note: str
 
 
-def _preprocess_mismatch(plan: ModelPlan, settings: Settings) -> list[str]:
-    """Fields where the data pipeline's preprocessing (settings at the plan's size) differs."""
-    from mammoseg.preprocess import PreprocessParams
-
-    pipeline = PreprocessParams.from_settings(settings, size=plan.preprocess.size)
-    return [
-        f"{f.name}={getattr(plan.preprocess, f.name)!r} (pipeline: {getattr(pipeline, f.name)!r})"
-        for f in fields(PreprocessParams)
-        if getattr(plan.preprocess, f.name) != getattr(pipeline, f.name)
-    ]
-
-
 @task(name="resolve-model", **IO_RETRIES)
 def resolve_model(store_url: str, model_uri: str | None = None) -> ModelRef:
     """The given model, or the champion of ``store_url``; loaded once here with its plan, so a
     missing or corrupt model or an unusable plan fails before any data is read.
 
+    The data pipeline then preprocesses with the plan's parameters, never the environment's.
     Raises :class:`NoChampion`, :class:`~mammoseg.publish.PublishError` (a champion pointer to a
-    bad version), :class:`~mammoseg.plan.PlanError` (a plan this pipeline cannot honour, such as
-    preprocessing that the data pipeline would not reproduce), or the store's errors.
+    bad version), :class:`~mammoseg.plan.PlanError` (a plan this pipeline cannot honour), or the
+    store's errors.
     """
     from mammoseg.inference import load_predictor
     from mammoseg.prediction import model_version
@@ -74,11 +62,6 @@ def resolve_model(store_url: str, model_uri: str | None = None) -> ModelRef:
             raise NoChampion(f"the store {store_url} has no champion model (models/CURRENT); pass a model URI")
         model_uri = published.model_uri
     plan = load_predictor(model_uri, settings).plan
-    mismatch = _preprocess_mismatch(plan, settings)
-    if mismatch:
-        raise PlanError(
-            "the data pipeline would not preprocess as the model's plan says: " + "; ".join(mismatch)
-        )
     return ModelRef(model_uri=model_uri, version=model_version(model_uri), plan=plan, champion=champion)
 
 

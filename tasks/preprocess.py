@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from mammoseg.casetable import from_csv_bytes, image_table
 from mammoseg.layout import contact_sheet_key, manifest_key, validation_key
+from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.runreport import QuarantineRecord, redact, write_quarantine
 from mammoseg.settings import get_settings
 from mammoseg.storage import StoreError, open_store, open_uri
@@ -85,12 +86,12 @@ def plan_cases(lesions_uri: str, source_url: str) -> CasePlan:
     cache_policy=NO_CACHE,  # our own cache is content-addressed in the store
     **IO_RETRIES,
 )
-def preprocess_one(spec: CaseSpec, source_url: str, store_url: str, size: int) -> CaseOutcome:
-    """Decode → crop → flip → CLAHE → resize one case; bad input becomes a quarantine outcome."""
-    from mammoseg.preprocess import MaskRef, PreprocessError, PreprocessParams, preprocess_case
+def preprocess_one(spec: CaseSpec, source_url: str, store_url: str, params: PreprocessParams) -> CaseOutcome:
+    """Decode → crop → flip → CLAHE → resize one case with ``params``; bad input becomes a
+    quarantine outcome."""
+    from mammoseg.preprocess import MaskRef, PreprocessError, preprocess_case
 
     settings = get_settings()
-    params = PreprocessParams.from_settings(settings, size=size)
     refs = [MaskRef(key=m.key) if m.key else MaskRef(geometry=m.geometry) for m in spec.masks]
     try:
         result = preprocess_case(

@@ -92,15 +92,21 @@ def publish_model(
         path = Path(tmp) / "model.keras"
         mstore, mkey = open_uri(trained.model_uri, settings)
         path.write_bytes(mstore.read_bytes(mkey))
-        version = make_version_id(path)
+        # from the run id, not the clock: a retry of this task names (and, once complete,
+        # returns) the same version instead of publishing a second one
+        version = make_version_id(path, run_id=run_id)
         card = model_card(version=version, data=data, metrics=metrics, training_config=training_config,
                           evaluations=evaluations, primary=primary)
         published = publish_version(store, model_file=path, training_config=training_config, plan=plan,
                                     data_manifest=data_manifest, metrics=metrics, model_card_md=card, version=version)
     decision = promote_if_better(store, published.version, metric=promote_metric)
     pointer = read_pointer(store)
+    promoted, gate_reason = decision.promoted, decision.reason
+    if not promoted and pointer is not None and pointer.version == published.version:
+        # a retry after an earlier attempt of this run had already promoted its model
+        promoted, gate_reason = True, f"promoted by an earlier attempt of this run ({decision.reason})"
     logger = get_run_logger()
-    logger.info("published model version %s (gate on %s): %s", published.version, primary, decision.reason)
+    logger.info("published model version %s (gate on %s): %s", published.version, primary, gate_reason)
     create_link_artifact(key="published-model", link=published.model_uri, link_text=f"model {published.version}",
                          description="the .keras file of this run's model version")
     create_markdown_artifact(key="model-card", markdown=card, description=f"model card {published.version}")
@@ -110,8 +116,8 @@ def publish_model(
         plan_uri=published.plan_uri,
         metrics_uri=published.metrics_uri,
         model_card_uri=published.model_card_uri,
-        promoted=decision.promoted,
-        gate_reason=decision.reason,
+        promoted=promoted,
+        gate_reason=gate_reason,
         current_version=pointer.version if pointer else None,
     )
 

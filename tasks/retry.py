@@ -23,17 +23,12 @@ def _transient_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-#: S3 error codes that say "try again" (server faults and throttling), not "this request is wrong".
-TRANSIENT_S3_CODES = frozenset({
-    "500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
-    "Throttling", "ThrottlingException", "RequestLimitExceeded",
-})
-
-
 def is_transient(exc: BaseException) -> bool:
     """A network or storage fault worth retrying: connection/timeout errors, and S3 5xx or
     throttling responses; never a missing object, a denied request or bad data."""
     from botocore.exceptions import ClientError
+
+    from mammoseg.storage import TRANSIENT_S3_CODES
 
     if isinstance(exc, _transient_errors()):
         return True

@@ -14,12 +14,14 @@ from flows.validate import validate_flow
 from mammoseg.casetable import from_csv_bytes, to_csv_bytes
 from mammoseg.dicom import phi_values
 from mammoseg.layout import SYNTH_CBIS_PREFIX, lesions_key, new_run_id
+from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.runreport import read_quarantine
 from mammoseg.settings import get_settings
 from mammoseg.storage import open_store, open_uri
 from mammoseg.synth import DEFECT_KINDS, CbisSynthParams, generate_cbis
 
 PATIENTS = 4
+PREP64 = PreprocessParams(size=64)
 
 
 def _synth(store_url: str):
@@ -38,7 +40,7 @@ def _run_and_check(store_url: str, caplog: pytest.LogCaptureFixture) -> None:
     before = {o.key: o.etag for o in source.list()}
     run_id = new_run_id()
 
-    result = data_pipeline_flow("cbis-ddsm", source_url, store_url, run_id, 64)
+    result = data_pipeline_flow("cbis-ddsm", source_url, store_url, run_id, PREP64)
 
     # every defect kind is quarantined with a readable reason, nothing else is lost
     quarantined = read_quarantine(store, run_id)
@@ -113,10 +115,10 @@ def test_pipeline_on_s3_over_http(s3_bucket: str, caplog) -> None:
 def test_second_preprocess_run_is_all_cache_hits(tmp_path) -> None:
     store_url = str(tmp_path / "store")
     _, _, source_url = _synth(store_url)
-    first = data_pipeline_flow("cbis-ddsm", source_url, store_url, new_run_id(), 64)
+    first = data_pipeline_flow("cbis-ddsm", source_url, store_url, new_run_id(), PREP64)
     assert first.counts["preprocess_computed"] == first.counts["cases_preprocessed"] > 0
     validated = first.report_uri.replace("report.json", "lesions-validated.csv")
-    second = preprocess_flow(validated, source_url, store_url, new_run_id(), 64)
+    second = preprocess_flow(validated, source_url, store_url, new_run_id(), PREP64)
     assert second.computed == 0
     assert second.cached == first.counts["cases_preprocessed"]
 
@@ -155,5 +157,5 @@ def test_pipeline_raises_gate_closed_and_still_writes_the_report(tmp_path, monke
     monkeypatch.setenv("MAMMOSEG_QUARANTINE_MAX_FRACTION", "0.0")
     run_id = new_run_id()
     with pytest.raises(GateClosed, match="above the limit"):
-        data_pipeline_flow("cbis-ddsm", source_url, store_url, run_id, 64)
+        data_pipeline_flow("cbis-ddsm", source_url, store_url, run_id, PREP64)
     assert store.exists(f"runs/{run_id}/report.json")

@@ -188,6 +188,8 @@ def peak():
 cases = [("png", png_zero_image(20000, 20000), "a.png", None),
          ("dicom", rle_dicom(60000, 60000, runs=4), "a.dcm", None),
          ("control", png_zero_image(12000, 12000), "c.png", 2 * 10**8)]  # 144 MB when decoded
+load_image(png_zero_image(16, 16), "w.png")  # warm-up: lazy imports and first-call buffers
+load_image(rle_dicom(16, 16, runs=4), "w.dcm")
 out = {}
 for label, data, name, budget in cases:
     before = peak()
@@ -319,6 +321,7 @@ def test_preprocess_task_quarantines_bombs_and_processes_the_rest(tmp_path: Path
     """``preprocess_one`` (the preprocess flow's per-case task, its body called directly) on a
     dataset of good images, a PNG bomb, a DICOM bomb, a bomb as a lesion mask and a text file."""
     import tasks.preprocess as tp
+    from mammoseg.preprocess.params import PreprocessParams
 
     monkeypatch.setattr(tp, "get_run_logger", lambda: logging.getLogger("test"))
     src = tmp_path / "src"
@@ -345,7 +348,7 @@ def test_preprocess_task_quarantines_bombs_and_processes_the_rest(tmp_path: Path
         tp.CaseSpec(case_id="TEXT", image_key="notes.png", masks=[]),
         tp.CaseSpec(case_id="B", image_key="good_b.dcm", masks=[]),
     ]
-    outcomes = {s.case_id: tp.preprocess_one.fn(s, str(src), str(tmp_path / "store"), 32) for s in specs}
+    outcomes = {s.case_id: tp.preprocess_one.fn(s, str(src), str(tmp_path / "store"), PreprocessParams(size=32)) for s in specs}
     assert outcomes["A"].ok and outcomes["B"].ok, outcomes
     assert outcomes["A"].record["n_lesions"] == 1
     budget = "declares 60000x60000 (width x height) = 3.6e9 pixels, above the 1e8-pixel budget"

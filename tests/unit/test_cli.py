@@ -85,6 +85,15 @@ def test_retrain_refuses_bad_dataset_options_before_any_run(args: list[str], mes
     assert result.exit_code == 2 and message in _flat(result.output), result.output
 
 
+def test_retrain_flags_left_out_take_the_retrain_params_defaults() -> None:
+    from mammoseg.params import RetrainParams
+
+    size = RetrainParams().size
+    # a patch one pixel larger than the default image: refused with the default size in the message
+    result = runner.invoke(app, ["retrain", "--source", "/a", "--set", f"patch_size={size + 1}"])
+    assert result.exit_code == 2 and f"larger than the image size {size}" in _flat(result.output), result.output
+
+
 def test_retrain_dataset_options_one_and_several() -> None:
     from mammoseg.cli import _dataset_sources
     from mammoseg.params import DatasetSource

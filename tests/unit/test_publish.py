@@ -271,9 +271,11 @@ def test_publish_refuses_bad_input_before_writing_anything(tmp_path: Path) -> No
     with pytest.raises(PublishError, match="invalid version id"):
         publish_version(store, model_file=model, metrics={}, version="../evil", **kwargs)
     assert list(store.list()) == []
-    publish_version(store, model_file=model, metrics={}, version="v1", **kwargs)
+    first = publish_version(store, model_file=model, metrics={}, version="v1", **kwargs)
+    # the same content again (a retry) returns the existing version; different content is refused
+    assert publish_version(store, model_file=model, metrics={}, version="v1", **kwargs) == first
     with pytest.raises(PublishError, match="immutable"):
-        publish_version(store, model_file=model, metrics={}, version="v1", **kwargs)
+        publish_version(store, model_file=model, metrics={"dice_mean": 0.1}, version="v1", **kwargs)
 
 
 def test_gate_refuses_missing_metric_and_different_eval_sets(tmp_path: Path) -> None:
