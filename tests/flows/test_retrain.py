@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -148,6 +149,30 @@ def test_retrain_on_two_datasets_scores_each_and_publishes_the_plan(tmp_path) ->
     for key in ("dice_mean", "iou_mean", "dice_pooled", "n_cases"):
         assert again.metrics[key] == pytest.approx(published[key], abs=1e-6), key
     assert again.metrics["ci95"]["dice_mean"] == pytest.approx(published["ci95"]["dice_mean"], abs=1e-6)
+
+    # `mammoseg predict` on the same source images, with the same model, gives the same Dice
+    from mammoseg.adapters.registry import load_dataset
+    from mammoseg.casetable import image_table
+    from mammoseg.evaluation import dice
+    from mammoseg.evaluation.truth import read_truth
+    from mammoseg.settings import require_pseudonym_key
+
+    source = open_store(store.uri("raw/heldout-mias"), settings)
+    cases = image_table(load_dataset("mini-mias-masses", source,
+                                     pseudonym_key=require_pseudonym_key(settings)).lesions)
+    paths = [Path(source.key_from_uri(u)) for u in cases["image_uri"]]
+    images = [str(tmp_path / "store" / "raw" / "heldout-mias" / p.name) for p in paths]
+    out = tmp_path / "predicted"
+    res = CliRunner().invoke(app, ["predict", "--model", result.model_uri, "--out", str(out), "--json"]
+                             + [a for i in images for a in ("--image", i)])
+    assert res.exit_code == 0, res.output
+    scores = []
+    for row, path in zip(cases.itertuples(index=False), paths):
+        mask = cv2.imread(str(out / f"{path.stem}_mask.png"), cv2.IMREAD_UNCHANGED) > 0
+        truth, _ = read_truth(source, row.mask_uris, row.mask_geometries, mask.shape)
+        scores.append(dice(mask, truth))
+    assert len(scores) == published["n_cases"]
+    assert float(np.mean(scores)) == pytest.approx(published["dice_mean"], abs=1e-6)
 
 
 def test_retrain_with_fold_ensemble_and_patches_publishes_one_model_that_predict_uses(tmp_path) -> None:
