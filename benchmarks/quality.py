@@ -27,10 +27,12 @@ The experiment (see benchmarks/README.md):
    test-time augmentation; ``new-no-norm`` and ``new-no-intensity`` remove one ingredient each;
    every recipe trained with TTA is also scored without it (``…/no-tta``), from the same models.
    ``patch`` trains on 256-px patches of 512-px images (lesion-centred, hard negatives, random)
-   and predicts with a sliding window.
+   and predicts with a sliding window; ``new-balanced`` draws the datasets in proportion to the
+   square root of their sizes (``dataset_balance=0.5``).
 
-Every model trains for at most ``--minutes-per-model`` minutes of wall time (early stopping on
-the validation Dice may end it sooner), so the whole run costs about
+Every model trains for at most ``--minutes-per-model`` minutes (early stopping on the validation
+Dice may end it sooner) of wall time, or of this process's CPU time with ``--budget-clock cpu``
+(fair between recipes on a shared machine), so the whole run costs about
 ``recipes x folds x minutes`` plus preprocessing and scoring.
 """
 

@@ -22,26 +22,53 @@ class DemoData:
     """The demo's synthetic data: a CBIS-DDSM-shaped training set and a mini-MIAS-format
     held-out set drawn with one lesion model (:mod:`mammoseg.synth.anatomy`).
 
-    ``lesion_contrast`` / ``lesion_size`` scale that model's realistic lesions (both sets alike),
-    so a 128-px U-Net learns them on a CPU in minutes; ``calc_fraction`` is the share of
-    calcification breasts in the training set.
+    ``lesion_contrast`` / ``lesion_size`` scale that model's realistic lesions (both sets alike):
+    2.5x the contrast and 2x the size, so that a 128-px U-Net learns them on a CPU in minutes (at
+    1x, and at 128 px, it barely starts to in that time). ``bits`` is the CBIS-shaped images'
+    digitiser depth: at 16 bits these small images turn CLAHE into per-tile histogram
+    equalisation (film grain blown up into speckle, nothing like the 8-bit mini-MIAS images);
+    at 10 bits both sets come out of preprocessing alike (8 bits gave a worse held-out Dice,
+    0.27 against 0.56 in one run each). ``calc_fraction`` is the share of calcification breasts in
+    the training set: 0.1, because calcification clusters are the hardest at 128 px and, at 0.25,
+    the model also marked film grain and bright tissue specks of the held-out images.
     """
 
     height: int = 320
     width: int = 200
     mias_images: int = 16
     mias_size: int = 256
-    lesion_contrast: float = 1.0
-    lesion_size: float = 1.0
-    calc_fraction: float = 0.4
-    bits: int = 16
+    lesion_contrast: float = 2.5
+    lesion_size: float = 2.0
+    calc_fraction: float = 0.1
+    bits: int = 10
 
 
 #: The demo's synthetic data (see :class:`DemoData`).
 DEMO_DATA = DemoData()
 
-#: The demo's training recipe: :class:`RetrainParams` fields that differ from their defaults.
-DEMO_OVERRIDES: dict[str, Any] = {}
+#: The demo's training recipe, pinned whole (not only where it differs from today's
+#: :class:`RetrainParams` defaults, which follow the real-data benchmark): a small U-Net without
+#: batch norm (with ~8 steps an epoch its moving statistics lag and the validation Dice sits at 0
+#: for the first epochs), a higher learning rate, 64-px patches (lesion-free patches teach it that
+#: tissue alone is no lesion), per-breast input normalisation, mirroring and pectoral suppression
+#: at inference, and the real-data recipe's intensity augmentation (gamma, contrast, noise, a
+#: milder blur): it raised the held-out Dice from 0.33 to 0.51 in one pair of runs, as the
+#: MIAS-format lesions are fainter against their tissue than the CBIS-shaped ones.
+DEMO_OVERRIDES: dict[str, Any] = {
+    "base_filters": 8,
+    "depth": 4,
+    "batch_norm": False,
+    "learning_rate": 3e-3,
+    "epochs": 80,
+    "patch_size": 64,
+    "input_norm": "breast",
+    "tta_mirror": True,
+    "suppress_pectoral": True,
+    "aug_intensity": 0.15,
+    "aug_gamma": 0.4,
+    "aug_noise": 0.03,
+    "aug_blur": 1.0,
+}
 
 
 def demo_params(*, size: int, seed: int, epochs: int | None = None, **overrides: Any) -> RetrainParams:
