@@ -1,4 +1,5 @@
-"""Preprocess flow: fan out over cases (cached by content), then the pairing gate."""
+"""Preprocess flow: fan out over cases (cached by content), then the pairing gate, then the run
+report."""
 
 from __future__ import annotations
 
@@ -7,15 +8,46 @@ from prefect import flow, unmapped
 from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.settings import get_settings
 from tasks.preprocess import PreprocessSummary, finish_preprocess, plan_cases, preprocess_one
+from tasks.report import lesion_table_datasets, write_run_report
+
+
+class PreprocessResult(PreprocessSummary):
+    """The preprocess summary and the URI of the flow's run report (``runs/<id>/report-preprocess.json``)."""
+
+    report_uri: str
 
 
 @flow(name="preprocess", flow_run_name="preprocess-{run_id}")
 def preprocess_flow(
     lesions_uri: str, source_url: str, store_url: str, run_id: str, params: PreprocessParams | None = None
-) -> PreprocessSummary:
+) -> PreprocessResult:
     """``params``: how to preprocess (a model's plan's, or the settings' when None)."""
     params = params or PreprocessParams.from_settings(get_settings())
     plan = plan_cases(lesions_uri, source_url)
     futures = preprocess_one.map(plan.specs, unmapped(source_url), unmapped(store_url), unmapped(params))
     outcomes = plan.refused + [f.result() for f in futures]
-    return finish_preprocess(outcomes, lesions_uri, store_url, run_id)
+    summary = finish_preprocess(outcomes, lesions_uri, store_url, run_id)
+    outputs = {
+        "lesions": lesions_uri,
+        "manifest": summary.manifest_uri or "",
+        "contact_sheet": summary.contact_sheet_uri or "",
+        "pairing_report": summary.pairing_report_uri or "",
+    }
+    # its own key: as a subflow of the data pipeline, the pipeline's report.json stays its own
+    report_uri = write_run_report(
+        run_id=run_id,
+        dataset=lesion_table_datasets(lesions_uri),
+        source_url=source_url,
+        store_url=store_url,
+        counts={
+            "cases_found": summary.cases_in,
+            "cases_preprocessed": summary.cases_preprocessed,
+            "preprocess_computed": summary.computed,
+            "preprocess_cached": summary.cached,
+        },
+        gate={},
+        outputs={k: v for k, v in outputs.items() if v},
+        extra={"cases_quarantined": summary.quarantined, "params_digest": params.digest()},
+        stage="preprocess",
+    )
+    return PreprocessResult(**summary.model_dump(), report_uri=report_uri)

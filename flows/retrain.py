@@ -100,6 +100,7 @@ def retrain_flow(
         store_url=store_url, run_id=run_id, trained=trained, split=split, train_manifest_uri=manifest_uri,
         heldout_manifest_uris={name: _manifest(r) for name, r in held_out.items()},
         scored=scored, primary=gate_set, promote_metric=p.promote_metric,
+        sources={d.dataset: d.source_url for d in [*train, *heldout]},
     )
     by_name = {s.name: s.outcome for s in scored}
     return RetrainResult(

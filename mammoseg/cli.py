@@ -77,8 +77,9 @@ def ingest(
 
     s = _settings(store_url=store)
     summary = ingest_flow(dataset=dataset, source_url=source, store_url=s.store_url, run_id=run_id or new_run_id())
-    d = summary.model_dump()
-    _emit(d, as_json, "\n".join(f"{k}: {v}" for k, v in d.items()))
+    d = summary.model_dump()  # report_uri: the flow's run report (runs/<id>/report-ingest.json)
+    lines = [f"{k}: {v}" for k, v in d.items() if k != "report_uri"]
+    _emit(d, as_json, "\n".join([*lines, f"run report: {d['report_uri']}"]))
 
 
 @app.command()
@@ -142,8 +143,9 @@ def preprocess(
         lesions_uri=lesions, source_url=source, store_url=s.store_url, run_id=run_id or new_run_id(),
         params=PreprocessParams.from_settings(s),
     )
-    d = summary.model_dump()
-    _emit(d, as_json, "\n".join(f"{k}: {v}" for k, v in d.items()))
+    d = summary.model_dump()  # report_uri: the flow's run report (runs/<id>/report-preprocess.json)
+    lines = [f"{k}: {v}" for k, v in d.items() if k != "report_uri"]
+    _emit(d, as_json, "\n".join([*lines, f"run report: {d['report_uri']}"]))
 
 
 @app.command()

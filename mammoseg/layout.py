@@ -27,8 +27,11 @@ def quarantine_key(run_id: str, stage: str) -> str:
     return join_key(run_prefix(run_id), "quarantine", f"{stage}.jsonl")
 
 
-def report_key(run_id: str) -> str:
-    return join_key(run_prefix(run_id), "report.json")
+def report_key(run_id: str, stage: str | None = None) -> str:
+    """The run report: ``report.json`` of the whole data pipeline; ``report-<stage>.json`` of a
+    stage flow (``ingest``, ``preprocess``) run on its own or as a subflow, so the two never
+    overwrite each other."""
+    return join_key(run_prefix(run_id), "report.json" if stage is None else f"report-{stage}.json")
 
 
 def manifest_key(run_id: str) -> str:

@@ -724,6 +724,22 @@ def _evaluation_sections(sets: Sequence[EvaluatedSet], primary: str | None) -> l
     return lines
 
 
+def _synthetic_sources(sources: Mapping[str, str]) -> list[str]:
+    """Datasets (of ``dataset → source URL``) whose source is the project's synthetic generator's
+    output: a URL whose path holds one of the prefixes it writes under (``mammoseg synth`` and the
+    demo: :data:`~mammoseg.layout.SYNTH_CBIS_PREFIX`, :data:`~mammoseg.layout.SYNTH_MIAS_PREFIX`)."""
+    from urllib.parse import urlsplit
+
+    from mammoseg.layout import SYNTH_CBIS_PREFIX, SYNTH_MIAS_PREFIX
+
+    def synthetic(url: str) -> bool:
+        path = urlsplit(url).path if "://" in url else url
+        path = "/" + path.replace("\\", "/").strip("/") + "/"
+        return any(f"/{p.strip('/')}/" in path for p in (SYNTH_CBIS_PREFIX, SYNTH_MIAS_PREFIX))
+
+    return sorted(d for d, url in sources.items() if url and synthetic(str(url)))
+
+
 def model_card(
     *,
     version: str,
@@ -735,8 +751,13 @@ def model_card(
     title: str = "mammoseg breast-lesion segmentation U-Net",
     evaluations: Sequence[EvaluatedSet] | None = None,
     primary: str | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> str:
     """MODEL_CARD.md text.
+
+    ``sources``: dataset name → the source URL it was read from (training and held-out sets);
+    data written by the project's synthetic generator (``mammoseg synth``, ``mammoseg demo``) is
+    recognised by its prefix and the card says that its numbers mean nothing for real mammograms.
 
     With ``evaluations``, one section per evaluated set (in-domain and cross-dataset apart, every
     table naming its dataset), the ``primary`` set marked; ``metrics`` is then only used when
@@ -785,9 +806,12 @@ def model_card(
         ),
         "Confidence intervals reflect patient sampling only, not annotation noise or domain shift.",
     ]
-    if any(d.startswith("synthetic") for d in datasets):
+    synthetic = sorted({d for d in datasets if d.startswith("synthetic")} | set(_synthetic_sources(sources or {})))
+    if synthetic:
+        every = set(synthetic) >= set(datasets) and bool(datasets)
         limits.append(
-            "Part of the data is synthetic: numbers on synthetic images say nothing about "
+            f"{'All' if every else 'Part'} of the data is synthetic (made by mammoseg's generator: "
+            f"{', '.join(synthetic)}): numbers on synthetic images say nothing about "
             "performance on real mammograms."
         )
     if any(d.startswith("mini-mias") for d in datasets):

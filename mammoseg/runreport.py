@@ -19,6 +19,12 @@ from mammoseg.storage import ObjectNotFound, ObjectStore
 #: against the quarantine gate.
 STAGES = ("skipped", "ingest", "validate", "preprocess", "pairing")
 
+#: The quarantine stages a stage flow's own report covers (``report-<stage>.json``).
+REPORT_STAGES: dict[str, tuple[str, ...]] = {
+    "ingest": ("skipped", "ingest"),
+    "preprocess": ("preprocess", "pairing"),
+}
+
 
 @dataclass(frozen=True)
 class QuarantineRecord:
@@ -48,9 +54,11 @@ def write_quarantine(
     return store.write_bytes(quarantine_key(run_id, stage), body, "application/x-ndjson").uri
 
 
-def read_quarantine(store: ObjectStore, run_id: str) -> list[QuarantineRecord]:
+def read_quarantine(
+    store: ObjectStore, run_id: str, stages: tuple[str, ...] = STAGES
+) -> list[QuarantineRecord]:
     out: list[QuarantineRecord] = []
-    for stage in STAGES:
+    for stage in stages:
         try:
             text = store.read_bytes(quarantine_key(run_id, stage)).decode()
         except ObjectNotFound:
@@ -61,7 +69,13 @@ def read_quarantine(store: ObjectStore, run_id: str) -> list[QuarantineRecord]:
 
 @dataclass
 class RunReport:
-    """What a run found, kept, refused and produced. Pseudonymous case ids only."""
+    """What a run found, kept, refused and produced. Pseudonymous case ids only.
+
+    ``stage`` None: the data pipeline's report (``report.json``); ``ingest`` / ``preprocess``: the
+    report of that stage flow alone (``report-<stage>.json``, see :data:`REPORT_STAGES`). A
+    preprocess report counts the cases of its lesion table as ``cases_found``:
+    ``found = preprocessed + quarantined (preprocess + pairing)``.
+    """
 
     run_id: str
     dataset: str
@@ -79,6 +93,7 @@ class RunReport:
     gate: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    stage: str | None = None
 
     def quarantine_counts(self) -> dict[str, int]:
         counts = {s: 0 for s in STAGES}
@@ -94,27 +109,45 @@ class RunReport:
             q.pop("source", None)
         d["quarantine_counts"] = self.quarantine_counts()
         d["quarantined_total"] = len(self.quarantined)
+        if self.stage is None:  # the data pipeline's report keeps its fields as they were
+            d.pop("stage")
         return d
 
     def save(self, store: ObjectStore) -> str:
         body = json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str).encode()
-        return store.write_bytes(report_key(self.run_id), body, "application/json").uri
+        return store.write_bytes(report_key(self.run_id, self.stage), body, "application/json").uri
 
     def markdown(self) -> str:
         q = self.quarantine_counts()
-        lines = [
-            f"# mammoseg run `{self.run_id}` — {self.dataset}",
-            "",
-            "| stage | count |",
-            "|---|---:|",
-            f"| objects found at source | {self.objects_found} |",
-            f"| cases (images) found | {self.cases_found} |",
-            f"| cases ingested | {self.cases_ingested} |",
-            f"| cases passing validation | {self.cases_validated} |",
-            f"| cases preprocessed (computed / cached) | {self.cases_preprocessed} ({self.preprocess_computed} / {self.preprocess_cached}) |",
-            f"| skipped (image not in the store, or outside the selection) | {q['skipped']} |",
-            f"| quarantined (ingest / validate / preprocess / pairing) | {len(self.quarantined) - q['skipped']} ({q['ingest']} / {q['validate']} / {q['preprocess']} / {q['pairing']}) |",
-        ]
+        title = f"# mammoseg run `{self.run_id}` — {self.dataset}"
+        header = ["", "| stage | count |", "|---|---:|"]
+        if self.stage == "ingest":
+            lines = [
+                f"{title} (ingest)", *header,
+                f"| objects found at source | {self.objects_found} |",
+                f"| cases (images) found | {self.cases_found} |",
+                f"| cases ingested | {self.cases_ingested} |",
+                f"| skipped (image not in the store, or outside the selection) | {q['skipped']} |",
+                f"| quarantined at ingest | {q['ingest']} |",
+            ]
+        elif self.stage == "preprocess":
+            lines = [
+                f"{title} (preprocess)", *header,
+                f"| cases in the lesion table | {self.cases_found} |",
+                f"| cases preprocessed (computed / cached) | {self.cases_preprocessed} ({self.preprocess_computed} / {self.preprocess_cached}) |",
+                f"| quarantined (preprocess / pairing) | {q['preprocess'] + q['pairing']} ({q['preprocess']} / {q['pairing']}) |",
+            ]
+        else:
+            lines = [
+                title, *header,
+                f"| objects found at source | {self.objects_found} |",
+                f"| cases (images) found | {self.cases_found} |",
+                f"| cases ingested | {self.cases_ingested} |",
+                f"| cases passing validation | {self.cases_validated} |",
+                f"| cases preprocessed (computed / cached) | {self.cases_preprocessed} ({self.preprocess_computed} / {self.preprocess_cached}) |",
+                f"| skipped (image not in the store, or outside the selection) | {q['skipped']} |",
+                f"| quarantined (ingest / validate / preprocess / pairing) | {len(self.quarantined) - q['skipped']} ({q['ingest']} / {q['validate']} / {q['preprocess']} / {q['pairing']}) |",
+            ]
         bad = [r for r in self.quarantined if r.stage != "skipped"]
         if bad:
             lines += ["", "## Quarantined", "", "| stage | case | reason |", "|---|---|---|"]

@@ -41,12 +41,15 @@ def publish_model(
     scored: list[ScoredSet],
     primary: str,
     promote_metric: str,
+    sources: dict[str, str] | None = None,
 ) -> PublishOutcome:
     """Publish the run's model with its plan, metrics per evaluated set and model card; promote
     it if it beats the champion on the ``primary`` set (``primary_set`` in ``metrics.json``).
 
     ``train_manifest_uri``: the combined training manifest (``dataset`` column);
-    ``heldout_manifest_uris``: held-out dataset → its manifest (for the model card's counts).
+    ``heldout_manifest_uris``: held-out dataset → its manifest (for the model card's counts);
+    ``sources``: dataset → source root (the card warns when one is the project's synthetic data;
+    the roots themselves are not printed).
     """
     from mammoseg.plan import ModelPlan
     from mammoseg.publish import (
@@ -96,7 +99,7 @@ def publish_model(
         # returns) the same version instead of publishing a second one
         version = make_version_id(path, run_id=run_id)
         card = model_card(version=version, data=data, metrics=metrics, training_config=training_config,
-                          evaluations=evaluations, primary=primary)
+                          evaluations=evaluations, primary=primary, sources=sources)
         published = publish_version(store, model_file=path, training_config=training_config, plan=plan,
                                     data_manifest=data_manifest, metrics=metrics, model_card_md=card, version=version)
     decision = promote_if_better(store, published.version, metric=promote_metric)

@@ -8,9 +8,9 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
-from mammoseg.runreport import RunReport, read_quarantine
+from mammoseg.runreport import REPORT_STAGES, STAGES, RunReport, read_quarantine
 from mammoseg.settings import get_settings
-from mammoseg.storage import open_store
+from mammoseg.storage import open_store, open_uri
 from tasks.retry import IO_RETRIES
 
 
@@ -25,21 +25,40 @@ def write_run_report(
     gate: dict[str, Any],
     outputs: dict[str, str],
     extra: dict[str, Any] | None = None,
+    stage: str | None = None,
 ) -> str:
+    """Write the run report and return its URI. ``stage`` None: the data pipeline's
+    ``report.json`` (every quarantine stage of the run); ``ingest`` / ``preprocess``: that stage
+    flow's own ``report-<stage>.json`` (its quarantine stages only)."""
+    if stage is not None and stage not in REPORT_STAGES:
+        raise ValueError(f"no run report for stage {stage!r}; one of {sorted(REPORT_STAGES)}")
     store = open_store(store_url, get_settings())
     report = RunReport(
         run_id=run_id,
         dataset=dataset,
         source_url=source_url,
         store_url=store_url,
-        quarantined=read_quarantine(store, run_id),
+        quarantined=read_quarantine(store, run_id, REPORT_STAGES[stage] if stage else STAGES),
         gate=gate,
         outputs=outputs,
         extra=extra or {},
+        stage=stage,
         **counts,
     )
     uri = report.save(store)
     create_markdown_artifact(
-        key="run-report", markdown=report.markdown(), description=f"mammoseg run {run_id}"
+        key="run-report" if stage is None else f"run-report-{stage}",
+        markdown=report.markdown(),
+        description=f"mammoseg run {run_id}" + (f" ({stage})" if stage else ""),
     )
     return uri
+
+
+@task(name="lesion-table-datasets", **IO_RETRIES)
+def lesion_table_datasets(lesions_uri: str) -> str:
+    """The dataset(s) a lesion table comes from (``source_dataset``), for a stage report's title."""
+    from mammoseg.casetable import from_csv_bytes
+
+    src, key = open_uri(lesions_uri, get_settings())
+    table = from_csv_bytes(src.read_bytes(key))
+    return ", ".join(sorted(str(d) for d in table["source_dataset"].dropna().unique())) or "unknown"

@@ -141,14 +141,70 @@ def _clean(value: object) -> str:
     return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value).strip()
 
 
+def _case_folder(rec: dict, kind: str, split: str) -> str | None:
+    """The case (full-mammogram) folder of a CSV row, for a row that cannot be parsed: the first
+    segment of its ``image file path``, else the CBIS-DDSM name the folder has by construction
+    (``Mass-Training_P_00001_LEFT_CC``) from patient, side and view; None when neither is there."""
+    path = _clean(rec.get("image file path"))
+    if path:
+        try:
+            return validate_key(path).split("/", 1)[0]
+        except UnsafeKeyError:
+            pass  # then by name, if the row has what the name is made of
+    patient = _clean(rec.get("patient_id"))
+    side = _clean(rec.get("left or right breast")).upper()
+    view = _clean(rec.get("image view")).upper()
+    if _PATIENT.match(patient) and side in _SIDE and view in ("CC", "MLO"):
+        kind_word = "Mass" if kind == "mass" else "Calc"
+        split_word = "Training" if split == "train" else "Test"
+        return f"{kind_word}-{split_word}_{patient}_{side}_{view}"
+    return None
+
+
+def _whole_file_rejects(
+    frame: pd.DataFrame, csv_name: str, reason: str, *, kind: str, split: str, pseudonym_key: str | None
+) -> list[Reject]:
+    """A file-level fault (a required column missing) rejects every case of the file: one
+    reject per case (image), with its pseudonym when a key is given, so that the run still
+    counts every case it found. Rows whose case cannot be told are one reject each; a file
+    without rows is one reject for the file."""
+    by_case: dict[str, list[int]] = defaultdict(list)
+    unknown: list[int] = []
+    for i, rec in enumerate(frame.to_dict("records"), start=1):
+        folder = _case_folder(rec, kind, split)
+        (by_case[folder] if folder else unknown).append(i)
+    if not by_case and not unknown:
+        return [Reject(source=csv_name, reason=reason)]
+
+    def rows(numbers: list[int]) -> str:
+        return f"{csv_name} row{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
+
+    rejects = [
+        Reject(
+            source=rows(numbers),
+            reason=reason,
+            case_id=case_pseudonym(pseudonym_key, DATASET, folder) if pseudonym_key else None,
+        )
+        for folder, numbers in by_case.items()
+    ]
+    return rejects + [Reject(source=rows([i]), reason=reason) for i in unknown]
+
+
 def parse_csv_frame(
-    raw: pd.DataFrame, csv_name: str, *, kind: str, split: str
+    raw: pd.DataFrame, csv_name: str, *, kind: str, split: str, pseudonym_key: str | None = None
 ) -> tuple[list[CbisRow], list[Reject]]:
-    """Pure: the rows of one CSV → clean rows and readable rejects (nothing dropped silently)."""
+    """Pure: the rows of one CSV → clean rows and readable rejects (nothing dropped silently).
+
+    A required column missing rejects the whole file, one reject per case it lists (see
+    :func:`_whole_file_rejects`; ``pseudonym_key``: name those cases by pseudonym)."""
     frame = raw.rename(columns={"breast_density": "breast density"})
     missing = [c for c in _REQUIRED if c not in frame.columns]
     if missing:
-        return [], [Reject(source=csv_name, reason=f"missing columns {missing}")]
+        reason = (
+            f"{csv_name}: missing columns {missing}: the whole file is rejected, "
+            "every case it lists with it"
+        )
+        return [], _whole_file_rejects(frame, csv_name, reason, kind=kind, split=split, pseudonym_key=pseudonym_key)
     rows: list[CbisRow] = []
     rejects: list[Reject] = []
     for i, rec in enumerate(frame.to_dict("records"), start=1):
@@ -204,7 +260,9 @@ def parse_csv_frame(
     return rows, rejects
 
 
-def read_csv_bytes(data: bytes, csv_name: str) -> tuple[list[CbisRow], list[Reject]]:
+def read_csv_bytes(
+    data: bytes, csv_name: str, *, pseudonym_key: str | None = None
+) -> tuple[list[CbisRow], list[Reject]]:
     """Parse one CSV file's bytes (quoted cells with newlines are fine)."""
     if csv_name not in CSV_FILES:
         return [], [Reject(source=csv_name, reason="not one of the four CBIS-DDSM CSV names")]
@@ -215,7 +273,7 @@ def read_csv_bytes(data: bytes, csv_name: str) -> tuple[list[CbisRow], list[Reje
         return [], [Reject(source=csv_name, reason=f"unparseable CSV: {exc}")]
     except ValueError as exc:
         return [], [Reject(source=csv_name, reason=f"unparseable CSV ({type(exc).__name__})")]
-    return parse_csv_frame(raw, csv_name, kind=kind, split=split)
+    return parse_csv_frame(raw, csv_name, kind=kind, split=split, pseudonym_key=pseudonym_key)
 
 
 def _lesion_record(row: CbisRow, key: str, image_uri: str, mask_uri: str | None) -> dict:
@@ -252,7 +310,7 @@ def read_cbis_csvs(
     for name in CSV_FILES:
         path = csv_dir / name
         if path.is_file():
-            r, j = read_csv_bytes(path.read_bytes(), name)
+            r, j = read_csv_bytes(path.read_bytes(), name, pseudonym_key=pseudonym_key)
             rows += r
             rejects += j
     records = [_lesion_record(r, pseudonym_key, root.uri(r.image_key), root.uri(r.roi_keys[0])) for r in rows]
@@ -329,7 +387,7 @@ def load_cbis(
     for key in csv_keys:
         name = key.rsplit("/", 1)[-1]
         if name in CSV_FILES:
-            r, j = read_csv_bytes(store.read_bytes(key), name)
+            r, j = read_csv_bytes(store.read_bytes(key), name, pseudonym_key=pseudonym_key)
             rows += r
             rejects += j
     if not csv_keys:
@@ -375,8 +433,12 @@ def load_cbis(
 
     records: list[dict] = []
     failed_cases: dict[str, tuple[str, str]] = {}  # case → (source, reason)
+    # cases a broken file rejected whole: already one reject each, none of their rows is kept
+    file_rejected = {r.case_id for r in rejects if r.case_id}
     for row in rows:
         case_id = case_pseudonym(pseudonym_key, DATASET, row.image_folder)
+        if case_id in file_rejected:
+            continue
         try:
             image_key = full_image(row)
             mask_key = roi_mask(row)

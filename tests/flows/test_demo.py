@@ -31,3 +31,4 @@ def test_demo_flow_synthesises_trains_scores_both_sets_and_publishes(tmp_path: P
     assert plan["patch_size"] == 32 and plan["tta_mirror"] is True
     card = store.read_bytes(f"models/versions/{result['model_version']}/MODEL_CARD.md").decode()
     assert "## Cross-dataset metrics" in card
+    assert "synthetic" in card.lower() and "made by mammoseg's generator" in card  # the demo says so
