@@ -461,6 +461,9 @@ class LocalStore(ObjectStore):
                 raise PreconditionFailed(f"conditional write of {describe_key(key)} refused: {why}")
             return self._put_stream(key, io.BytesIO(data), content_type)
 
+    def _lock_timeout(self, path: Path) -> LockTimeout:
+        return LockTimeout(f"the lock of {describe_key(path.name)} stayed taken for {self.lock_timeout_s:g} s")
+
     @contextlib.contextmanager
     def _locked(self, path: Path) -> Iterator[None]:
         """Exclusive lock for read-compare-write of ``path`` (threads and processes)."""
@@ -475,10 +478,7 @@ class LocalStore(ObjectStore):
                         break
                     except BlockingIOError:
                         if time.monotonic() > deadline:
-                            raise LockTimeout(
-                                f"the lock of {describe_key(path.name)} stayed taken for "
-                                f"{self.lock_timeout_s:g} s"
-                            ) from None
+                            raise self._lock_timeout(path) from None
                         time.sleep(random.uniform(0.002, 0.02))
                 try:
                     yield
@@ -501,10 +501,7 @@ class LocalStore(ObjectStore):
                     lock.unlink(missing_ok=True)
                     continue
                 if time.monotonic() > deadline:
-                    raise LockTimeout(
-                        f"the lock of {describe_key(path.name)} stayed taken for "
-                        f"{self.lock_timeout_s:g} s"
-                    ) from None
+                    raise self._lock_timeout(path) from None
                 time.sleep(random.uniform(0.002, 0.02))
                 continue
             with os.fdopen(fd, "w") as fh:
