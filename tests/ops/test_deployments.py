@@ -274,11 +274,11 @@ def test_median_upload_to_flow_start_latency(prefect_api: str, served_tiny: Any)
         run = _wait(
             lambda root=root: next((r for r in _runs_of(served_tiny.id)
                                     if r.parameters.get("source_url") == root and r.start_time), None),
-            60, f"a started run for burst {k}",
+            180, f"a started run for burst {k}",  # generous: a loaded CI machine polls slowly
         )
         latencies.append((run.start_time - last).total_seconds())
         created.append((run.created - last).total_seconds())
-        _wait(lambda n=k + 1: _finished(served_tiny.id, n), 60, "the run to finish")
+        _wait(lambda n=k + 1: _finished(served_tiny.id, n), 180, "the run to finish")
     runs = _runs_of(served_tiny.id)
     assert len(runs) == 3 and all(r.state.is_completed() for r in runs), [(r.name, r.state) for r in runs]
     med = statistics.median(latencies)
@@ -339,7 +339,7 @@ def test_mammoseg_serve_starts_a_server_registers_and_stops_cleanly(tmp_path: Pa
             assert names == {"retrain-weekly", "new-data"}
         finally:
             os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole foreground group
-            rc = proc.wait(timeout=60)
+            rc = proc.wait(timeout=180)  # stopping the server it started can be slow on a loaded machine
     text = err.read_text()
     assert rc == 0 and "mammoseg serve: stopped" in text, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
