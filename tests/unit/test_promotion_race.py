@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from test_publish import RecordingStore  # the store that records its writes
 
 from mammoseg.publish import (
     CURRENT_KEY,
@@ -60,34 +61,29 @@ SECRET_PARTS = ("P_00016", "Mass-Test", "000001.dcm", "DDSM-09887")
 
 
 # -- stores ---------------------------------------------------------------------------------
-class PausingLocalStore(LocalStore):
-    """A LocalStore that calls ``pause()`` once, right after its first read of CURRENT."""
+class _PausesAfterReadingCurrent:
+    """Store mixin: calls ``pause()`` once, right after the store's first read of CURRENT."""
 
+    _pause: Callable[[], None] | None = None
+
+    def _open(self, key: str) -> tuple[IO[bytes], ObjectInfo]:
+        opened = super()._open(key)  # type: ignore[misc]
+        if key == CURRENT_KEY and self._pause is not None:
+            pause, self._pause = self._pause, None
+            pause()
+        return opened
+
+
+class PausingLocalStore(_PausesAfterReadingCurrent, LocalStore):
     def __init__(self, root: Path, pause: Callable[[], None] | None = None) -> None:
         super().__init__(root)
         self._pause = pause
 
-    def _open(self, key: str) -> tuple[IO[bytes], ObjectInfo]:
-        opened = super()._open(key)
-        if key == CURRENT_KEY and self._pause is not None:
-            pause, self._pause = self._pause, None
-            pause()
-        return opened
 
-
-class PausingS3Store(S3Store):
-    """An S3Store that calls ``pause()`` once, right after its first read of CURRENT."""
-
+class PausingS3Store(_PausesAfterReadingCurrent, S3Store):
     def __init__(self, *args: object, pause: Callable[[], None] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._pause = pause
-
-    def _open(self, key: str) -> tuple[IO[bytes], ObjectInfo]:
-        opened = super()._open(key)
-        if key == CURRENT_KEY and self._pause is not None:
-            pause, self._pause = self._pause, None
-            pause()
-        return opened
 
 
 StoreFactory = Callable[[Callable[[], None] | None], ObjectStore]
@@ -312,15 +308,6 @@ def test_s3_lease_blocks_while_held_and_expires(s3_bucket: str) -> None:
 
 
 # -- idempotent publishing ------------------------------------------------------------------
-class RecordingStore(LocalStore):
-    def __init__(self, root: Path) -> None:
-        super().__init__(root)
-        self.written: list[str] = []
-
-    def _put_stream(self, key: str, stream: IO[bytes], content_type: str | None) -> ObjectInfo:
-        info = super()._put_stream(key, stream, content_type)
-        self.written.append(key)
-        return info
 
 
 def test_version_id_comes_from_the_run_id_not_the_clock(tmp_path: Path) -> None:
