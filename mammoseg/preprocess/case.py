@@ -225,8 +225,10 @@ def _is_binary(raw: np.ndarray) -> bool:
     if raw.dtype == np.bool_:
         return True
     top = float(np.iinfo(raw.dtype).max) if raw.dtype.kind in "ui" else 1.0
-    mid = np.count_nonzero((raw > 0.25 * top) & (raw < 0.75 * top))
-    foreground = np.count_nonzero(raw >= 0.5 * top)
+    box = imageio.nonzero_box(raw)  # both counts are of nonzero pixels: the box holds them all
+    sub = raw if box is None else raw[box[0] : box[1], box[2] : box[3]]
+    mid = np.count_nonzero((sub > 0.25 * top) & (sub < 0.75 * top))
+    foreground = np.count_nonzero(sub >= 0.5 * top)
     return bool(mid <= MAX_MID_GREY_FRACTION * raw.size or mid <= MAX_MID_GREY_PER_FOREGROUND * foreground)
 
 
@@ -234,14 +236,21 @@ def _decode_mask(data: bytes, key: str, index: int) -> tuple[np.ndarray, bool]:
     """(bool mask, is_binary) of a mask object; raises :class:`MaskDecodeError`.
 
     The mask is :func:`mammoseg.imageio.load_mask`'s; "binary" is judged on the raw decoded
-    values (DICOM without VOI), which costs a second decode but keeps one definition of a mask.
+    values (DICOM without VOI), the very pixels the mask is made from (one decode).
     """
     try:
-        mask = imageio.load_mask(data, key)
-        if imageio.sniff_format(data, key) == "dicom":
-            raw = decode_dicom(bytes(data), apply_voi=False).pixels
+        if data is None or len(data) == 0:
+            raise imageio.ImageDecodeError("empty file (0 bytes)")
+        fmt = imageio.sniff_format(data, key)
+        if fmt == "dicom":
+            budget = imageio.max_image_pixels()
+            try:
+                raw = decode_dicom(bytes(data), apply_voi=False, max_pixels=budget).pixels
+            except DicomError as exc:
+                raise imageio.DicomDecodeError(str(exc)) from exc
         else:
             raw = imageio.load_image(data, key)
+        mask = imageio.mask_from_pixels(raw, lossy=fmt == "jpeg")
     except (imageio.ImageDecodeError, DicomError) as exc:
         raise MaskDecodeError(f"lesion mask {index} cannot be decoded: {exc}") from exc
     return mask, _is_binary(raw)

@@ -40,6 +40,21 @@ def mask_stats(mask: np.ndarray) -> MaskStats:
     return MaskStats(area, (y0 + m["m01"] / m["m00"], x0 + m["m10"] / m["m00"]))
 
 
+def _max_radius(mask: np.ndarray, centre: tuple[float, float]) -> float:
+    """Largest distance from ``centre`` to a nonzero pixel of ``mask`` (0 when empty).
+
+    Only the mask's bounding box is searched: the same answer as over the whole array, without
+    a pass of ``np.nonzero`` over a full-size (15-megapixel) mask.
+    """
+    box = mask_bbox(mask)
+    if box is None:
+        return 0.0
+    y0, y1, x0, x1 = box
+    ys, xs = np.nonzero(np.asarray(mask)[y0:y1, x0:x1])
+    d2 = (ys + (y0 - centre[0])) ** 2 + (xs + (x0 - centre[1])) ** 2
+    return float(np.sqrt(d2.max()))
+
+
 def in_breast_fraction(mask: np.ndarray, breast_mask: np.ndarray) -> float | None:
     """Fraction of the mask's pixels inside the breast mask; None for an empty mask."""
     arr, breast = np.asarray(mask), np.asarray(breast_mask)
@@ -105,8 +120,7 @@ def check_alignment(
         # The boundary error the area check allows can move the centroid by up to
         # (allowed / area) × the lesion's largest radius: lesions of several small parts
         # (real CDD-CESM masks) shift by ~2 px under nearest resampling without any misalignment.
-        ys, xs = np.nonzero(after_arr)
-        r_max = float(np.sqrt(((ys - a.centroid[0]) ** 2 + (xs - a.centroid[1]) ** 2).max())) if len(ys) else 0.0
+        r_max = _max_radius(after_arr, a.centroid)
         limit = max(tol.centroid_px, allowed / max(expected, 1.0) * r_max)
         if dist > limit:
             problems.append(
