@@ -587,14 +587,11 @@ def _display_by_lut(
       linear window), checked on every entry: ``cv2.addWeighted`` (one pass);
     * any other 16-bit table (VOI LUT, sigmoid window): ``np.take`` by blocks of rows.
     """
-    if arr.ndim != 2 or arr.dtype not in (np.uint8, np.uint16):
+    lut = _display_table(arr, ds, with_voi, monochrome1)
+    if lut is None:
         return None
-    n = 256 if arr.dtype == np.uint8 else 65536
+    n = lut.size
     domain = np.arange(n, dtype=arr.dtype)
-    values, lo, hi = _to_display_values(domain, ds, with_voi)
-    lut = _display_pixels(np.asarray(values), lo, hi, monochrome1)
-    if lut.shape != (n,) or lut.dtype != np.uint16:
-        return None
     if n == 256:
         return _lut8(np.ascontiguousarray(arr), lut)
     if np.array_equal(lut, domain):
@@ -606,6 +603,91 @@ def _display_by_lut(
     for i in range(0, arr.shape[0], _TAKE_ROWS):
         np.take(lut, arr[i : i + _TAKE_ROWS], out=out[i : i + _TAKE_ROWS])
     return out
+
+
+def _display_table(
+    arr: np.ndarray, ds: Any, with_voi: bool, monochrome1: bool
+) -> np.ndarray | None:
+    """The display value (uint16) of every possible stored value of a 2-D uint8/uint16
+    array, by the per-pixel functions themselves; None for other arrays."""
+    if arr.ndim != 2 or arr.dtype not in (np.uint8, np.uint16):
+        return None
+    n = 256 if arr.dtype == np.uint8 else 65536
+    values, lo, hi = _to_display_values(np.arange(n, dtype=arr.dtype), ds, with_voi)
+    lut = _display_pixels(np.asarray(values), lo, hi, monochrome1)
+    if lut.shape != (n,) or lut.dtype != np.uint16:
+        return None
+    return lut
+
+
+def _nonzero_box(img: np.ndarray) -> tuple[int, int, int, int] | None:
+    rows = np.flatnonzero(img.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(img[rows[0] : rows[-1] + 1].any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+@dataclass(frozen=True, eq=False)
+class SparseDicom:
+    """A decoded image given by the box of its nonzero display pixels (a lesion mask).
+
+    ``box`` is ``(y0, y1, x0, x1)`` (None: all zeros) and ``values`` the uint16 display pixels
+    inside it: :meth:`dense` is exactly :func:`decode_dicom`'s ``pixels``.
+    """
+
+    shape: tuple[int, int]
+    box: tuple[int, int, int, int] | None
+    values: np.ndarray
+    meta: SafeMeta
+
+    def dense(self) -> np.ndarray:
+        out = np.zeros(self.shape, dtype=np.uint16)
+        if self.box is not None:
+            y0, y1, x0, x1 = self.box
+            out[y0:y1, x0:x1] = self.values
+        return out
+
+
+def decode_dicom_sparse(
+    data: bytes, *, apply_voi: bool = True, max_pixels: int | None = None
+) -> SparseDicom:
+    """:func:`decode_dicom` for a mostly-zero image: when the display map sends stored 0, and
+    only 0, to 0 (a MONOCHROME2 mask), the box is found on the stored values and only the box
+    is mapped; otherwise the whole image is decoded and cut. Same errors as :func:`decode_dicom`.
+    """
+    budget = max_image_pixels(max_pixels)
+    with _quiet_pydicom():
+        ds = _parse(data, stop_before_pixels=False)
+        try:
+            _check_image(ds, len(data), budget)
+            arr = _pixel_array(ds)
+            monochrome1 = _text(ds, "PhotometricInterpretation").upper() == "MONOCHROME1"
+            lut = _display_table(arr, ds, apply_voi, monochrome1)
+            meta = _safe_meta(ds)
+        except DicomError:
+            raise
+        except MemoryError as exc:
+            dims = _dimensions(ds)
+            raise DicomError(
+                f"not enough memory to decode the pixel data (Rows {dims.rows}, "
+                f"Columns {dims.columns})"
+            ) from exc
+        except Exception as exc:  # pydicom/numpy raise many types for bad data
+            raise DicomError(f"undecodable DICOM ({type(exc).__name__})") from exc
+    shape = (int(arr.shape[0]), int(arr.shape[1]))
+    if lut is not None and lut[0] == 0 and np.all(lut[1:] != 0):
+        box = _nonzero_box(arr)
+        if box is None:
+            return SparseDicom(shape, None, np.zeros((0, 0), dtype=np.uint16), meta)
+        y0, y1, x0, x1 = box
+        return SparseDicom(shape, box, np.take(lut, arr[y0:y1, x0:x1]), meta)
+    full = decode_dicom(data, apply_voi=apply_voi, max_pixels=budget).pixels
+    box = _nonzero_box(full)
+    if box is None:
+        return SparseDicom(shape, None, np.zeros((0, 0), dtype=np.uint16), meta)
+    y0, y1, x0, x1 = box
+    return SparseDicom(shape, box, full[y0:y1, x0:x1].copy(), meta)
 
 
 def _lut8(arr: np.ndarray, lut: np.ndarray) -> np.ndarray:
