@@ -166,20 +166,18 @@ def preprocess_arrays(
     union_in_breast = _union_fraction(found, lesions, boxes)
 
     # Large images: the same steps on a reduced working copy (see mammoseg.preprocess.fast).
-    from mammoseg.preprocess.fast import align_box, preprocess_reduced, working_factor
+    from mammoseg.preprocess.fast import plan_working_copy, preprocess_reduced
 
-    k = working_factor(box, params) if reduced else 0
-    if k >= 2:
-        aligned = align_box(box, shape, k, boxes)
-        if aligned is not None:
+    if reduced:
+        plan = plan_working_copy(box, shape, params, found, boxes)
+        if plan is not None:
             return preprocess_reduced(
                 img,
                 lesions,
                 params,
                 lesion_boxes=boxes,
                 found=found,
-                box=aligned,
-                k=k,
+                plan=plan,
                 laterality=laterality,
                 in_breast=in_breast,
                 union_in_breast=union_in_breast,

@@ -28,6 +28,7 @@ taken on the working copy, and the crop box may be up to ``k - 1`` px larger per
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -37,6 +38,7 @@ from mammoseg.preprocess.checks import MaskStats, _max_radius, check_moved, mask
 from mammoseg.preprocess.errors import AlignmentError
 from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.preprocess.steps import (
+    WORKING_OVERSAMPLE,
     Box,
     BorderCrop,
     area_reduce,
@@ -47,8 +49,6 @@ from mammoseg.preprocess.steps import (
 )
 from mammoseg.preprocess.transform import Transform
 
-#: The working copy is at least this many times the output resolution.
-WORKING_OVERSAMPLE = 2
 #: Histogram bins per CLAHE tile at the output resolution (a tile there has a few thousand
 #: pixels: 256 bins keep about ten per bin, the regime 8-bit CLAHE was designed for).
 CLAHE_BINS = 256
@@ -80,7 +80,7 @@ def align_box(
 ) -> Box | None:
     """``box`` grown (by fewer than ``k`` px a side, within the image) so ``k`` divides its
     height and width; None when that would cut a lesion (``lesion_boxes``: their
-    :func:`~.steps.mask_bbox`; then the step-by-step path runs)."""
+    :func:`~.steps.mask_bbox`)."""
     boxes = [b for b in lesion_boxes if b is not None]
     keep_y = (min(b[0] for b in boxes), max(b[1] for b in boxes)) if boxes else None
     keep_x = (min(b[2] for b in boxes), max(b[3] for b in boxes)) if boxes else None
@@ -89,6 +89,53 @@ def align_box(
     if ys is None or xs is None:
         return None
     return ys[0], ys[1], xs[0], xs[1]
+
+
+@dataclass(frozen=True)
+class WorkingPlan:
+    """How the working copy is made: reduction ``k``, the crop ``box`` (aligned to ``k``), and
+    whether it is cut from the border crop's reduced base image (no pass over the original)."""
+
+    k: int
+    box: Box
+    from_base: bool
+
+
+def _align_absolute(box: Box, shape: tuple[int, int], k: int, keep: Sequence[Box]) -> Box | None:
+    """``box`` with every edge on the ``k`` grid of the base image (grown outwards; an edge in
+    the last ``< k`` rows/columns, which the base does not cover, moves inwards): None if that
+    cuts a lesion."""
+    out = []
+    for axis in (0, 1):
+        b0, b1, dim = box[2 * axis], box[2 * axis + 1], shape[axis]
+        a0 = b0 // k * k
+        a1 = min(-(-b1 // k) * k, dim // k * k)
+        if a1 <= a0 or any(kb[2 * axis + 1] > a1 for kb in keep):
+            return None
+        out += [a0, a1]
+    return out[0], out[1], out[2], out[3]
+
+
+def plan_working_copy(
+    box: Box,
+    shape: tuple[int, int],
+    params: PreprocessParams,
+    found: BorderCrop,
+    lesion_boxes: Sequence[Box | None],
+) -> WorkingPlan | None:
+    """The working copy for a crop ``box`` of an image of ``shape``, or None when the image is
+    too small for one (padded crop below ``4 x size``) or no aligned box keeps every lesion."""
+    keep = [b for b in lesion_boxes if b is not None]
+    side = max(box[1] - box[0], box[3] - box[2])
+    if found.base is not None and side >= 1.5 * params.size * found.base_k:
+        aligned = _align_absolute(box, shape, found.base_k, keep)
+        if aligned is not None:
+            return WorkingPlan(found.base_k, aligned, True)
+    k = working_factor(box, params)
+    if k < 2:
+        return None
+    aligned = align_box(box, shape, k, keep)
+    return None if aligned is None else WorkingPlan(k, aligned, False)
 
 
 def _padding(height: int, width: int, side: str, k: int) -> tuple[int, int, int, int]:
@@ -277,8 +324,7 @@ def preprocess_reduced(
     *,
     lesion_boxes: Sequence[Box | None],
     found: BorderCrop,
-    box: Box,
-    k: int,
+    plan: WorkingPlan,
     laterality: str | None,
     in_breast: tuple[float | None, ...],
     union_in_breast: float | None,
@@ -288,13 +334,21 @@ def preprocess_reduced(
     (:func:`align_box`); ``lesions`` are bool masks of the original's shape; ``in_breast``
     and the rest come from :func:`~.arrays.preprocess_arrays`, which has checked them."""
     shape = (int(img.shape[0]), int(img.shape[1]))
+    k, box = plan.k, plan.box
     y0, y1, x0, x1 = box
     ch, cw = y1 - y0, x1 - x0
     wh, ww = ch // k, cw // k
 
-    # 1. one integer reduction of the crop; the breast on the same grid (pixel centres)
-    work = area_reduce(img[y0:y1, x0:x1], k)
-    breast_w = found.sample(y0 + np.arange(wh) * k + (k - 1) / 2, x0 + np.arange(ww) * k + (k - 1) / 2)
+    # 1. the working copy: cut from the reduced base, or one integer reduction of the crop;
+    #    the breast on the same grid (pixel centres)
+    if plan.from_base and found.base is not None:
+        sl = (slice(y0 // k, y1 // k), slice(x0 // k, x1 // k))
+        work = found.base[sl]
+        breast_w = found.breast_on_base()[sl]
+    else:
+        work = area_reduce(img[y0:y1, x0:x1], k)
+        centre = (k - 1) / 2
+        breast_w = found.sample(y0 + np.arange(wh) * k + centre, x0 + np.arange(ww) * k + centre)
 
     # 2. side, window, stretch (float32, saturated above the brightest breast pixel)
     side, side_source = chest_wall_side(work, breast_w, laterality)

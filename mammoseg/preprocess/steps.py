@@ -24,6 +24,9 @@ from mammoseg.preprocess.params import PreprocessParams
 Side = Literal["L", "R"]
 Box = tuple[int, int, int, int]
 
+#: A working copy (see :mod:`mammoseg.preprocess.fast`) is at least this many times the
+#: output resolution.
+WORKING_OVERSAMPLE = 2
 #: Smallest image side accepted (pixels).
 MIN_SIDE = 16
 #: A component touching an image edge, thinner than this fraction of the image across that edge
@@ -103,6 +106,23 @@ class BorderCrop:
     small: np.ndarray  #: bool, the breast on the detection copy
     shape: tuple[int, int]  #: the original image's (height, width)
     region: tuple[int, int]  #: original rows x columns the detection copy covers
+    #: a large image reduced by ``base_k`` (:func:`area_reduce`), kept for the working copy of
+    #: :mod:`mammoseg.preprocess.fast` (None for images below ``4 x size``)
+    base: np.ndarray | None = None
+    base_k: int = 1
+
+    def breast_on_base(self) -> np.ndarray:
+        """The breast at the pixel centres of :attr:`base` (bool, ``base``'s shape): the same
+        bilinear map as :meth:`sample`, by one small resize."""
+        if self.base is None:
+            raise ValueError("this BorderCrop has no reduced base image")
+        k = self.base_k
+        rh, rw = self.region[0] // k, self.region[1] // k
+        up = cv2.resize(self.small.view(np.uint8) * np.uint8(255), (rw, rh), interpolation=cv2.INTER_LINEAR)
+        bh, bw = self.base.shape
+        if (rh, rw) != (bh, bw):
+            up = cv2.copyMakeBorder(up, 0, bh - rh, 0, bw - rw, cv2.BORDER_REPLICATE)
+        return up >= 128
 
     @cached_property
     def breast_mask(self) -> np.ndarray:
@@ -286,10 +306,29 @@ def breast_region(image: np.ndarray, params: PreprocessParams) -> np.ndarray:
 
 
 def _find_breast(img: np.ndarray, params: PreprocessParams) -> BorderCrop:
-    """The breast on the detection copy, in a :class:`BorderCrop` whose box is not set yet."""
+    """The breast on the detection copy, in a :class:`BorderCrop` whose box is not set yet.
+
+    An image at least ``WORKING_OVERSAMPLE x 2 x params.size`` on its longer side is first
+    reduced once by ``k = longer side // (WORKING_OVERSAMPLE x size)``; that copy is kept
+    (the fast path's working copy) and the detection copy is made from it.
+    """
+    height, width = img.shape
+    k = max(height, width) // (WORKING_OVERSAMPLE * params.size)
+    if k >= 2:
+        base = area_reduce(img, k)
+        small, region = detection_copy(base, params.otsu_downsample)
+        comp = _breast_component(small, params)
+        return BorderCrop(
+            box=(0, height, 0, width),
+            small=comp,
+            shape=(height, width),
+            region=(region[0] * k, region[1] * k),
+            base=base,
+            base_k=k,
+        )
     small, region = detection_copy(img, params.otsu_downsample)
     comp = _breast_component(small, params)
-    return BorderCrop(box=(0, img.shape[0], 0, img.shape[1]), small=comp, shape=img.shape, region=region)
+    return BorderCrop(box=(0, height, 0, width), small=comp, shape=(height, width), region=region)
 
 
 def _breast_component(small: np.ndarray, params: PreprocessParams) -> np.ndarray:
