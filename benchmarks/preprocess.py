@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import resource
 import statistics
 import sys
@@ -148,8 +147,9 @@ def _peak_worker(paths: list[str], size: int, which: str, workdir: str) -> dict[
     tiny = np.zeros((64, 64), dtype=np.uint16)
     tiny[16:48, 8:40] = 30000
     imageio.load_image(write_dicom(tiny), "tiny.dcm")
-    import pydicom  # noqa: F401  (the reference's decoder)
     import gc
+
+    import pydicom  # noqa: F401  (the reference's decoder)
 
     gc.collect()
     reset = _reset_peak()
@@ -251,7 +251,7 @@ def _difference(fast: list, full: list) -> dict[str, float]:
     }
 
 
-def _timed(fn, samples: list[Sample]) -> tuple[list, float, float]:  # noqa: ANN001
+def _timed(fn, samples: list[Sample]) -> tuple[list, float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     out = [fn(s) for s in samples]
     return out, time.perf_counter() - wall, time.process_time() - cpu
@@ -344,7 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_memory:
         report["peak_memory_per_worker_mib"] = {
             name: {k: round(v, 1) for k, v in peak_memory(samples, args.size, name).items()}
-            for name in ("ours", *(["full_resolution"] if "full_resolution" in outputs else []), "reference")
+            for name in (
+                "ours",
+                *(["full_resolution"] if "full_resolution" in outputs else []),
+                "reference",
+            )
         }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -369,12 +373,17 @@ def main(argv: list[str] | None = None) -> int:
         f"(CPU time), {report['speed_ratio_ours_over_reference_wall']:.2f} (wall)"
     )
     if "full_resolution" in outputs:
-        print(f"  speed ratio ours/full resolution: {report['speed_ratio_ours_over_full_resolution_cpu']:.2f} (CPU time)")
+        print(
+            f"  speed ratio ours/full resolution: {report['speed_ratio_ours_over_full_resolution_cpu']:.2f} (CPU time)"
+        )
     for key in ("quality_ours", "quality_full_resolution", "quality_reference"):
         if key in report:
             print(f"  {key}: " + json.dumps(report[key]))
     if "ours_vs_full_resolution" in report:
-        print("  ours vs full resolution (inside the breast): " + json.dumps(report["ours_vs_full_resolution"]))
+        print(
+            "  ours vs full resolution (inside the breast): "
+            + json.dumps(report["ours_vs_full_resolution"])
+        )
     if "peak_memory_per_worker_mib" in report:
         print("  peak memory per worker (MiB): " + json.dumps(report["peak_memory_per_worker_mib"]))
     return 0

@@ -13,8 +13,8 @@ from mammoseg.preprocess.checks import MaskStats, check_alignment, mask_stats
 from mammoseg.preprocess.errors import AlignmentError, MaskShapeError
 from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.preprocess.steps import (
-    Box,
     BorderCrop,
+    Box,
     Side,
     border_crop,
     chest_wall_side,

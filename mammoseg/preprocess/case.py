@@ -243,7 +243,9 @@ def _is_binary(raw: np.ndarray, n_pixels: int | None = None) -> bool:
     total = raw.size if n_pixels is None else n_pixels
     mid = np.count_nonzero((raw > 0.25 * top) & (raw < 0.75 * top))
     foreground = np.count_nonzero(raw >= 0.5 * top)
-    return bool(mid <= MAX_MID_GREY_FRACTION * total or mid <= MAX_MID_GREY_PER_FOREGROUND * foreground)
+    return bool(
+        mid <= MAX_MID_GREY_FRACTION * total or mid <= MAX_MID_GREY_PER_FOREGROUND * foreground
+    )
 
 
 def decode_mask(

@@ -39,12 +39,11 @@ from mammoseg.preprocess.errors import AlignmentError
 from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.preprocess.steps import (
     WORKING_OVERSAMPLE,
-    Box,
     BorderCrop,
+    Box,
     area_reduce,
     chest_wall_side,
     intensity_window,
-    mask_bbox,
     square_padding,
 )
 from mammoseg.preprocess.transform import Transform
@@ -60,7 +59,9 @@ def working_factor(box: Box, params: PreprocessParams) -> int:
     return side // (WORKING_OVERSAMPLE * params.size)
 
 
-def _align_axis(b0: int, b1: int, dim: int, k: int, keep: tuple[int, int] | None) -> tuple[int, int] | None:
+def _align_axis(
+    b0: int, b1: int, dim: int, k: int, keep: tuple[int, int] | None
+) -> tuple[int, int] | None:
     n = b1 - b0
     grown = -(-n // k) * k
     if grown <= dim:
@@ -171,7 +172,7 @@ class _Grid:
         cx = np.where(t.flipped, cw - 1 - rx, rx)
         self.cols = np.where((rx >= 0) & (rx < cw), x0 + cx, -1)
 
-    def gather(self, sample, box: Box | None = None) -> np.ndarray:  # noqa: ANN001
+    def gather(self, sample, box: Box | None = None) -> np.ndarray:
         """uint8 ``S x S``: ``sample(rows, cols)`` (a bool grid) at the output pixels whose
         source lies in ``box`` (all of the crop when None), 0 elsewhere."""
         size = self.rows.size
@@ -400,9 +401,7 @@ def preprocess_reduced(
     if params.blank_outside_breast:
         img_o = blank_outside(img_o, breast_o, max(1, round(params.blank_margin * params.size)))
     size = params.size
-    lesion_stack = (
-        np.stack(out_masks) if out_masks else np.zeros((0, size, size), dtype=np.uint8)
-    )
+    lesion_stack = np.stack(out_masks) if out_masks else np.zeros((0, size, size), dtype=np.uint8)
     union = lesion_stack.max(axis=0) if out_masks else np.zeros((size, size), dtype=np.uint8)
     return PreprocessedCase(
         image=img_o,

@@ -118,7 +118,9 @@ class BorderCrop:
             raise ValueError("this BorderCrop has no reduced base image")
         k = self.base_k
         rh, rw = self.region[0] // k, self.region[1] // k
-        up = cv2.resize(self.small.view(np.uint8) * np.uint8(255), (rw, rh), interpolation=cv2.INTER_LINEAR)
+        up = cv2.resize(
+            self.small.view(np.uint8) * np.uint8(255), (rw, rh), interpolation=cv2.INTER_LINEAR
+        )
         bh, bw = self.base.shape
         if (rh, rw) != (bh, bw):
             up = cv2.copyMakeBorder(up, 0, bh - rh, 0, bw - rw, cv2.BORDER_REPLICATE)

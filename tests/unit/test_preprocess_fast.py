@@ -45,7 +45,7 @@ from mammoseg.training.dataset import decode_npz
 PARAMS = PreprocessParams(size=256)
 
 
-def phantom(h: int = 2400, w: int = 1500, seed: int = 0):  # noqa: ANN201
+def phantom(h: int = 2400, w: int = 1500, seed: int = 0):
     """(uint16 image, bool lesion mask, label box): breast against the left edge."""
     rng = np.random.default_rng(seed)
     img = np.full((h, w), 1500.0)
@@ -63,7 +63,7 @@ def phantom(h: int = 2400, w: int = 1500, seed: int = 0):  # noqa: ANN201
 
 
 @pytest.fixture(scope="module")
-def both_paths():  # noqa: ANN201
+def both_paths():
     img, lesion, label = phantom()
     before = img.copy()
     fast = preprocess_arrays(img, [lesion], PARAMS)
@@ -72,8 +72,8 @@ def both_paths():  # noqa: ANN201
     return img, lesion, label, fast, full
 
 
-def test_the_fast_path_runs_on_a_large_image(both_paths) -> None:  # noqa: ANN001
-    img, lesion, _, fast, _ = both_paths
+def test_the_fast_path_runs_on_a_large_image(both_paths) -> None:
+    img, _, _, fast, _ = both_paths
     found = border_crop(img, PARAMS)
     assert found.base is not None and found.base_k == 4  # 2400 // (2 x 256)
     plan = plan_working_copy(found.box, img.shape, PARAMS, found, [(0, 1, 0, 1)])
@@ -81,8 +81,8 @@ def test_the_fast_path_runs_on_a_large_image(both_paths) -> None:  # noqa: ANN00
     assert all(v % 4 == 0 for v in fast.transform.crop_box)  # edges on the base grid
 
 
-def test_fast_model_input_matches_the_full_resolution_path(both_paths) -> None:  # noqa: ANN001
-    img, _, _, fast, full = both_paths
+def test_fast_model_input_matches_the_full_resolution_path(both_paths) -> None:
+    _, _, _, fast, full = both_paths
     inside = (fast.breast_mask == 1) & (full.breast_mask == 1)
     a, b = fast.image[inside].astype(np.float64), full.image[inside].astype(np.float64)
     assert np.corrcoef(a, b)[0, 1] >= 0.97
@@ -94,7 +94,7 @@ def test_fast_model_input_matches_the_full_resolution_path(both_paths) -> None: 
     assert fast.image.dtype == np.uint16 and fast.image.shape == (256, 256)
 
 
-def test_fast_geometry_and_masks_match(both_paths) -> None:  # noqa: ANN001
+def test_fast_geometry_and_masks_match(both_paths) -> None:
     img, lesion, label, fast, full = both_paths
     assert fast.chest_wall_side == full.chest_wall_side == "L"
     assert fast.transform.flipped == full.transform.flipped
@@ -134,7 +134,12 @@ def test_box_alignment_by_hand() -> None:
     # the whole 2402 rows can't be a multiple of 4: trim 2 rows at the bottom, or at the top
     # when a lesion is there
     assert align_box((0, 2402, 0, 1500), (2402, 1500), 4) == (0, 2400, 0, 1500)
-    assert align_box((0, 2402, 0, 1500), (2402, 1500), 4, [(2390, 2402, 5, 9)]) == (2, 2402, 0, 1500)
+    assert align_box((0, 2402, 0, 1500), (2402, 1500), 4, [(2390, 2402, 5, 9)]) == (
+        2,
+        2402,
+        0,
+        1500,
+    )
     assert align_box((0, 2402, 0, 1500), (2402, 1500), 4, [(0, 2402, 5, 9)]) is None
     # on the base grid: edges floor/ceil to multiples of 4; the last 2 rows are not covered
     assert _align_absolute((5, 2401, 3, 1499), (2402, 1500), 4, []) == (4, 2400, 0, 1500)
@@ -205,12 +210,14 @@ def test_sparse_mask_decode_equals_the_dense_rule(photometric: str) -> None:
 
 def test_truncated_mask_is_a_one_line_decode_error() -> None:
     data = dicom.write_dicom(np.zeros((64, 64), dtype=np.uint16), bits_stored=8)
-    with pytest.raises(MaskDecodeError, match=r"^lesion mask 2 cannot be decoded: truncated DICOM") as exc:
+    with pytest.raises(
+        MaskDecodeError, match=r"^lesion mask 2 cannot be decoded: truncated DICOM"
+    ) as exc:
         decode_mask(data[:-500], "m.dcm", 2)
     assert "\n" not in str(exc.value)
 
 
-def test_npz_stores_the_image_uncompressed_and_reads_back(both_paths) -> None:  # noqa: ANN001
+def test_npz_stores_the_image_uncompressed_and_reads_back(both_paths) -> None:
     _, _, _, fast, _ = both_paths
     blob = npz_bytes(fast)
     with zipfile.ZipFile(io.BytesIO(blob)) as zf:
