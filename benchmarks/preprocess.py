@@ -15,9 +15,9 @@ default 5000 x 3000, with film labels, border strips and lesion masks) with
 (b) reference (seed style): pydicom → min-max to 8 bits → JPEG file → ``cv2.imread`` →
     8-bit CLAHE → ``cv2.resize`` to size x size (aspect ratio not kept, no masks).
 
-``--compare-full-resolution`` also times our step-by-step full-resolution path
-(``preprocess_arrays(..., reduced=False)``, the path every image took before issue 9) and
-reports how far the fast path's model-ready image is from it.
+Unless ``--no-full-resolution``, it also times our step-by-step full-resolution path
+(``preprocess_arrays(..., reduced=False)``: the arrays path every image took before issue 9,
+here with the new decoding) and reports how far the fast path's model-ready image is from it.
 
 Peak memory per worker: each pipeline runs once more in a fresh worker process (spawned, so
 nothing of this process is shared) over the same images; the worker reports its peak resident
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     labels = {
         "ours": "ours (fast path)",
-        "full_resolution": "ours, full resolution (before issue 9)",
+        "full_resolution": "ours, full-resolution path (new decode)",
         "reference": "reference (seed 8-bit JPEG recipe)",
     }
     wr, cr = report["images_per_s_per_core_wall"], report["images_per_s_per_core_cpu"]
