@@ -230,3 +230,20 @@ def test_npz_stores_the_image_uncompressed_and_reads_back(both_paths) -> None:
     assert back.transform == fast.transform
     sample = decode_npz(blob)  # what the training input pipeline reads
     assert np.array_equal(sample.image, fast.image)
+
+
+def test_lesion_in_the_edge_the_base_does_not_cover() -> None:
+    # 1502 columns: the base (k = 4) covers 1500; a lesion reaching column 1501 at the chest
+    # wall forces the crop-aligned working copy (one reduction of the crop) instead
+    img, lesion, _ = phantom(2402, 1502)
+    img, lesion = np.ascontiguousarray(img[:, ::-1]), np.ascontiguousarray(lesion[:, ::-1])
+    edge = np.zeros_like(lesion)
+    edge[1180:1220, 1480:1502] = True
+    found = border_crop(img, PARAMS)
+    plan = plan_working_copy(found.box, img.shape, PARAMS, found, [(1180, 1220, 1480, 1502)])
+    assert plan is not None and not plan.from_base and plan.box[3] == 1502
+    case = preprocess_arrays(img, [lesion, edge], PARAMS, laterality="R", crop=found)
+    assert case.chest_wall_side == "R" and case.transform.flipped
+    assert case.transform.crop_box[3] == 1502
+    for out, m in zip(case.lesion_masks, (lesion, edge), strict=True):
+        assert np.array_equal(out, case.transform.forward_mask(m))
