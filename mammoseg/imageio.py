@@ -36,6 +36,7 @@ import numpy as np
 from mammoseg.dicom import (
     DicomError,
     decode_dicom,
+    decode_dicom_sparse,
     max_image_pixels,
     pixel_budget_error,
 )
@@ -415,23 +416,55 @@ def load_mask(data: bytes, name: str, *, max_pixels: int | None = None) -> np.nd
     A mask with no foreground gives an all-False array (no error). The pixel budget and the
     errors are :func:`load_image`'s.
     """
+    return decode_mask(data, name, max_pixels=max_pixels)[0]
+
+
+def decode_mask(
+    data: bytes, name: str, *, max_pixels: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(mask, raw)``: :func:`load_mask`'s mask, and the decoded pixels it was made from
+    inside the box of the nonzero ones (DICOM without VOI; every nonzero pixel is in ``raw``,
+    e.g. to judge how binary the mask is). A lesion mask is mostly zeros: a DICOM one is
+    mapped to display values inside that box only (:func:`~mammoseg.dicom.decode_dicom_sparse`).
+    """
     if data is None or len(data) == 0:
         raise ImageDecodeError("empty file (0 bytes)")
     budget = max_image_pixels(max_pixels)
     fmt = sniff_format(data, name)
     if fmt == "dicom":
         try:
-            img = decode_dicom(bytes(data), apply_voi=False, max_pixels=budget).pixels
+            sparse = decode_dicom_sparse(bytes(data), apply_voi=False, max_pixels=budget)
         except DicomError as exc:
             raise DicomDecodeError(str(exc)) from exc
+        shape, box, sub, dtype = sparse.shape, sparse.box, sparse.values, np.dtype(np.uint16)
     else:
         img = load_image(data, name, max_pixels=budget)
-    if fmt != "jpeg":
-        top = img.max()
-        if top > 0 and not np.any((img != 0) & (img != top)):
-            return img == top
-    half = 127 if img.dtype == np.uint8 else 32767
-    return img > half
+        shape, box, dtype = img.shape, nonzero_box(img), img.dtype
+        sub = img[box[0] : box[1], box[2] : box[3]] if box is not None else img[:0, :0]
+    out = np.zeros(shape, dtype=bool)
+    if box is not None:
+        out[box[0] : box[1], box[2] : box[3]] = _mask_rule(sub, dtype, lossy=fmt == "jpeg")
+    return out, sub
+
+
+def _mask_rule(sub: np.ndarray, dtype: np.dtype, *, lossy: bool) -> np.ndarray:
+    """:func:`load_mask`'s rule on the box of the nonzero pixels (zeros outside it change
+    nothing: 0 is never the lesion value nor above the threshold)."""
+    if not lossy:
+        top = sub.max()
+        if not np.any((sub != 0) & (sub != top)):
+            return sub == top
+    half = 127 if dtype == np.uint8 else 32767
+    return sub > half
+
+
+def nonzero_box(img: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Half-open ``(y0, y1, x0, x1)`` box of the nonzero pixels of a 2-D array; None if none."""
+    rows = np.flatnonzero(img.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(img[rows[0] : rows[-1] + 1].any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def _encode_png(img: np.ndarray, what: str) -> bytes:

@@ -6,6 +6,11 @@ Array level (pure functions on numpy arrays, inputs never modified):
 :meth:`Transform.to_original`). Case level (reads/writes an object store):
 :func:`preprocess_case` → :class:`CaseResult`, one content-addressed NPZ per image.
 
+Full-size images (padded crop at least 4x the output side) go through a reduced working copy
+(:mod:`mammoseg.preprocess.fast`: one integer reduction shared with breast detection, one
+resize, CLAHE at the output resolution); ``preprocess_arrays(..., reduced=False)`` forces the
+step-by-step full-resolution path.
+
 No TensorFlow/Keras and no Prefect here.
 """
 

@@ -9,11 +9,12 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from mammoseg.preprocess.checks import MaskStats, check_alignment, in_breast_fraction, mask_stats
+from mammoseg.preprocess.checks import MaskStats, check_alignment, mask_stats
 from mammoseg.preprocess.errors import AlignmentError, MaskShapeError
 from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.preprocess.steps import (
     BorderCrop,
+    Box,
     Side,
     border_crop,
     chest_wall_side,
@@ -91,8 +92,23 @@ def _as_masks(masks: Sequence[np.ndarray], shape: tuple[int, int]) -> list[np.nd
             raise MaskShapeError(
                 f"lesion mask {i} is {got} but the image is {shape[0]}x{shape[1]} (height x width)"
             )
-        out.append(arr != 0)  # a new bool array: the caller's mask is never touched
+        # bool masks are used as they are (never written to); others become new bool arrays
+        out.append(arr if arr.dtype == np.bool_ else arr != 0)
     return out
+
+
+def _union_fraction(
+    found: BorderCrop, lesions: Sequence[np.ndarray], lesion_boxes: Sequence[Box | None]
+) -> float | None:
+    """``found.fraction_inside`` of the union of the lesions, built on their common box only."""
+    boxes = [b for b in lesion_boxes if b is not None]
+    if not boxes:
+        return None
+    y0, y1 = min(b[0] for b in boxes), max(b[1] for b in boxes)
+    x0, x1 = min(b[2] for b in boxes), max(b[3] for b in boxes)
+    sub = np.logical_or.reduce([m[y0:y1, x0:x1] for m in lesions])
+    breast = found.sample(np.arange(y0, y1), np.arange(x0, x1))
+    return int(np.count_nonzero(sub & breast)) / int(np.count_nonzero(sub))
 
 
 def preprocess_arrays(
@@ -102,6 +118,7 @@ def preprocess_arrays(
     *,
     laterality: str | None = None,
     crop: BorderCrop | None = None,
+    reduced: bool = True,
 ) -> PreprocessedCase:
     """Crop → flip → window + CLAHE → pad → resize one image and its per-lesion masks.
 
@@ -109,6 +126,11 @@ def preprocess_arrays(
     the image's shape, nonzero = lesion (none for a normal image). ``laterality`` (``"L"`` /
     ``"R"``) only breaks a tie when the pixels cannot tell the chest-wall side. ``crop`` may
     pass a precomputed ``border_crop(image, params)`` so that it is not computed twice.
+
+    A large image (padded crop at least ``4 x params.size`` px a side) is processed on a reduced
+    working copy (:mod:`mammoseg.preprocess.fast`: one reduction, one resize, CLAHE at the
+    output resolution); ``reduced=False`` forces the step-by-step full-resolution path (the
+    reference the fast path is tested against).
 
     Alignment checks run after every geometric step for every lesion (shape, area, centroid)
     and on the original and the output (lesion inside the breast); any failure raises
@@ -122,17 +144,17 @@ def preprocess_arrays(
 
     # 1. border crop: breast box; grown if needed so that no lesion is ever cut.
     found = crop if crop is not None else border_crop(img, params)
-    if found.breast_mask.shape != shape:
-        raise ValueError(f"precomputed breast mask {found.breast_mask.shape} is not {shape}")
+    if tuple(found.shape) != shape:
+        raise ValueError(f"precomputed breast mask {tuple(found.shape)} is not {shape}")
     box = found.box
-    for m in lesions:
-        bbox = mask_bbox(m)
+    boxes = [mask_bbox(m) for m in lesions]  # one pass over each full-size mask
+    for bbox in boxes:
         if bbox is not None:
             box = union_box(box, bbox)
     crop_extended = box != found.box
 
     problems: list[str] = []
-    in_breast = tuple(in_breast_fraction(m, found.breast_mask) for m in lesions)
+    in_breast = tuple(found.fraction_inside(m, b) for m, b in zip(lesions, boxes, strict=True))
     for i, frac in enumerate(in_breast, start=1):
         if frac is not None and frac < tol.min_in_breast:
             problems.append(
@@ -141,9 +163,26 @@ def preprocess_arrays(
             )
     if problems:
         raise AlignmentError("; ".join(problems))
-    union_in_breast = (
-        in_breast_fraction(np.logical_or.reduce(lesions), found.breast_mask) if lesions else None
-    )
+    union_in_breast = _union_fraction(found, lesions, boxes)
+
+    # Large images: the same steps on a reduced working copy (see mammoseg.preprocess.fast).
+    from mammoseg.preprocess.fast import plan_working_copy, preprocess_reduced
+
+    if reduced:
+        plan = plan_working_copy(box, shape, params, found, boxes)
+        if plan is not None:
+            return preprocess_reduced(
+                img,
+                lesions,
+                params,
+                lesion_boxes=boxes,
+                found=found,
+                plan=plan,
+                laterality=laterality,
+                in_breast=in_breast,
+                union_in_breast=union_in_breast,
+                crop_extended=crop_extended,
+            )
 
     cropper = Crop(box)
     img_c = cropper.apply(img)

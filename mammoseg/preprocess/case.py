@@ -17,16 +17,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import zipfile
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import numpy as np
 
 from mammoseg import imageio
-from mammoseg.dicom import DicomError, decode_dicom
+from mammoseg.dicom import DicomError
 from mammoseg.masks import GeometryError, parse_geometry, render_geometry
 from mammoseg.preprocess.arrays import PreprocessedCase, preprocess_arrays
-from mammoseg.preprocess.checks import in_breast_fraction
 from mammoseg.preprocess.errors import (
     ImageDecodeError,
     MaskDecodeError,
@@ -161,16 +161,27 @@ class PreprocessedArrays:
 
 # -- NPZ ---------------------------------------------------------------------------------------
 def npz_bytes(case: PreprocessedCase) -> bytes:
-    """Lossless compressed NPZ of a preprocessed case (no pickles)."""
+    """Lossless NPZ of a preprocessed case (no pickles), readable by ``np.load``.
+
+    The image is stored uncompressed (16-bit texture gains little from deflate and costs more
+    to compress than the rest of preprocessing); the masks and the transform are deflated at
+    level 1 (mostly zeros: a few KiB each).
+    """
+    arrays = {
+        "image": (case.image, zipfile.ZIP_STORED),
+        "mask": (case.mask, zipfile.ZIP_DEFLATED),
+        "lesion_masks": (case.lesion_masks, zipfile.ZIP_DEFLATED),
+        "breast_mask": (case.breast_mask, zipfile.ZIP_DEFLATED),
+        "transform": (np.array(case.transform.to_json()), zipfile.ZIP_DEFLATED),
+    }
     buf = io.BytesIO()
-    np.savez_compressed(
-        buf,
-        image=case.image,
-        mask=case.mask,
-        lesion_masks=case.lesion_masks,
-        breast_mask=case.breast_mask,
-        transform=np.array(case.transform.to_json()),
-    )
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, (arr, method) in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = method
+            zf.writestr(info, member.getvalue(), compress_type=method, compresslevel=1)
     return buf.getvalue()
 
 
@@ -220,31 +231,37 @@ def output_key(params: PreprocessParams, digest: str, suffix: str = ".npz") -> s
 
 
 # -- decoding --------------------------------------------------------------------------------------
-def _is_binary(raw: np.ndarray) -> bool:
-    """A decoded mask is binary when mid-grey pixels are rare in the image or confined to edges."""
+def _is_binary(raw: np.ndarray, n_pixels: int | None = None) -> bool:
+    """A decoded mask is binary when mid-grey pixels are rare in the image or confined to edges.
+
+    ``raw`` may be the box of the nonzero pixels only (both counts are of nonzero pixels);
+    ``n_pixels`` is then the whole image's pixel count (default: ``raw.size``).
+    """
     if raw.dtype == np.bool_:
         return True
     top = float(np.iinfo(raw.dtype).max) if raw.dtype.kind in "ui" else 1.0
+    total = raw.size if n_pixels is None else n_pixels
     mid = np.count_nonzero((raw > 0.25 * top) & (raw < 0.75 * top))
     foreground = np.count_nonzero(raw >= 0.5 * top)
-    return bool(mid <= MAX_MID_GREY_FRACTION * raw.size or mid <= MAX_MID_GREY_PER_FOREGROUND * foreground)
+    return bool(
+        mid <= MAX_MID_GREY_FRACTION * total or mid <= MAX_MID_GREY_PER_FOREGROUND * foreground
+    )
 
 
-def _decode_mask(data: bytes, key: str, index: int) -> tuple[np.ndarray, bool]:
+def decode_mask(
+    data: bytes, key: str, index: int, *, max_pixels: int | None = None
+) -> tuple[np.ndarray, bool]:
     """(bool mask, is_binary) of a mask object; raises :class:`MaskDecodeError`.
 
     The mask is :func:`mammoseg.imageio.load_mask`'s; "binary" is judged on the raw decoded
-    values (DICOM without VOI), which costs a second decode but keeps one definition of a mask.
+    values (DICOM without VOI), the very pixels the mask is made from (one decode).
+    ``max_pixels``: the pixel budget (default: the setting).
     """
     try:
-        mask = imageio.load_mask(data, key)
-        if imageio.sniff_format(data, key) == "dicom":
-            raw = decode_dicom(bytes(data), apply_voi=False).pixels
-        else:
-            raw = imageio.load_image(data, key)
+        mask, raw = imageio.decode_mask(data, key, max_pixels=max_pixels)
     except (imageio.ImageDecodeError, DicomError) as exc:
         raise MaskDecodeError(f"lesion mask {index} cannot be decoded: {exc}") from exc
-    return mask, _is_binary(raw)
+    return mask, _is_binary(raw, mask.size)
 
 
 def _render(geometry: str, shape: tuple[int, int], index: int) -> np.ndarray:
@@ -338,8 +355,9 @@ def preprocess_case(
         pass  # unreadable sidecar from an older/broken run: recompute and overwrite
 
     # 3. decode.
+    budget = imageio.max_image_pixels()  # the settings are read once per case
     try:
-        image = imageio.load_image(source.read_bytes(image_key), image_key)
+        image = imageio.load_image(source.read_bytes(image_key), image_key, max_pixels=budget)
     except (imageio.ImageDecodeError, DicomError) as exc:
         raise ImageDecodeError(
             f"image cannot be decoded: {exc}",
@@ -354,7 +372,9 @@ def preprocess_case(
     for i, ref in enumerate(refs, start=1):
         try:
             if ref.key is not None:
-                m, is_binary = _decode_mask(source.read_bytes(ref.key), ref.key, i)
+                m, is_binary = decode_mask(
+                    source.read_bytes(ref.key), ref.key, i, max_pixels=budget
+                )
             else:
                 m, is_binary = _render(str(ref.geometry), shape, i), True
         except MaskDecodeError as exc:
@@ -389,7 +409,7 @@ def preprocess_case(
     try:
         found = border_crop(image, params)
         pairing_kw["mask_in_breast_fraction"] = (
-            in_breast_fraction(union, found.breast_mask) if union is not None else None
+            found.fraction_inside(union) if union is not None else None
         )
         case = preprocess_arrays(image, masks, params, laterality=laterality, crop=found)
     except PreprocessError as exc:

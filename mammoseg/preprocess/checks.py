@@ -40,6 +40,21 @@ def mask_stats(mask: np.ndarray) -> MaskStats:
     return MaskStats(area, (y0 + m["m01"] / m["m00"], x0 + m["m10"] / m["m00"]))
 
 
+def _max_radius(mask: np.ndarray, centre: tuple[float, float]) -> float:
+    """Largest distance from ``centre`` to a nonzero pixel of ``mask`` (0 when empty).
+
+    Only the mask's bounding box is searched: the same answer as over the whole array, without
+    a pass of ``np.nonzero`` over a full-size (15-megapixel) mask.
+    """
+    box = mask_bbox(mask)
+    if box is None:
+        return 0.0
+    y0, y1, x0, x1 = box
+    ys, xs = np.nonzero(np.asarray(mask)[y0:y1, x0:x1])
+    d2 = (ys + (y0 - centre[0])) ** 2 + (xs + (x0 - centre[1])) ** 2
+    return float(np.sqrt(d2.max()))
+
+
 def in_breast_fraction(mask: np.ndarray, breast_mask: np.ndarray) -> float | None:
     """Fraction of the mask's pixels inside the breast mask; None for an empty mask."""
     arr, breast = np.asarray(mask), np.asarray(breast_mask)
@@ -91,6 +106,30 @@ def check_alignment(
         ]
     b = before or mask_stats(mask_before)
     a = after or mask_stats(after_arr)
+    radius = _max_radius(after_arr, a.centroid) if a.centroid is not None else 0.0
+    frac = None
+    if breast_after is not None and a.area > 0:
+        frac = in_breast_fraction(after_arr, breast_after)
+    return check_moved(b, a, radius, step, tol, in_breast=frac, name=name)
+
+
+def check_moved(
+    before: MaskStats,
+    after: MaskStats,
+    after_radius: float,
+    step: GeometricStep,
+    tolerances: AlignmentTolerances,
+    *,
+    in_breast: float | None = None,
+    name: str = "mask",
+) -> list[str]:
+    """The area, centroid and in-breast rules of :func:`check_alignment`, on precomputed
+    figures: ``after_radius`` is the largest distance from the after-centroid to a mask pixel,
+    ``in_breast`` the fraction of the mask after the step that lies in the breast (None: not
+    checked). Lets a caller that moves only a mask's bounding box check every step."""
+    tol = tolerances
+    b, a = before, after
+    where = f"{name} after {step.name}"
     problems: list[str] = []
     expected = b.area * step.scale**2
     allowed = area_tolerance(expected, tol)
@@ -105,21 +144,17 @@ def check_alignment(
         # The boundary error the area check allows can move the centroid by up to
         # (allowed / area) × the lesion's largest radius: lesions of several small parts
         # (real CDD-CESM masks) shift by ~2 px under nearest resampling without any misalignment.
-        ys, xs = np.nonzero(after_arr)
-        r_max = float(np.sqrt(((ys - a.centroid[0]) ** 2 + (xs - a.centroid[1]) ** 2).max())) if len(ys) else 0.0
-        limit = max(tol.centroid_px, allowed / max(expected, 1.0) * r_max)
+        limit = max(tol.centroid_px, allowed / max(expected, 1.0) * after_radius)
         if dist > limit:
             problems.append(
                 f"{where}: centroid at (y={a.centroid[0]:.1f}, x={a.centroid[1]:.1f}), expected "
                 f"(y={ey:.1f}, x={ex:.1f}): {dist:.1f} px off (tolerance {limit:.1f} px)"
             )
-    if breast_after is not None and a.area > 0:
-        frac = in_breast_fraction(after_arr, breast_after)
-        if frac is not None and frac < tol.min_in_breast:
-            problems.append(
-                f"{where}: only {100 * frac:.0f}% of its {a.area} px lie inside the breast "
-                f"(need ≥ {100 * tol.min_in_breast:.0f}%)"
-            )
+    if in_breast is not None and a.area > 0 and in_breast < tol.min_in_breast:
+        problems.append(
+            f"{where}: only {100 * in_breast:.0f}% of its {a.area} px lie inside the breast "
+            f"(need ≥ {100 * tol.min_in_breast:.0f}%)"
+        )
     return problems
 
 

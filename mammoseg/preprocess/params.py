@@ -75,7 +75,8 @@ class PreprocessParams:
     alignment: AlignmentTolerances = field(default_factory=AlignmentTolerances)
 
     #: Bump when the algorithm changes in a way that changes outputs for the same parameters.
-    ALGORITHM_VERSION: ClassVar[int] = 1
+    #: 2: large images on a reduced working copy (mammoseg.preprocess.fast, issue 9).
+    ALGORITHM_VERSION: ClassVar[int] = 2
 
     def __post_init__(self) -> None:
         # Normalise numeric types so that e.g. clip limit 2 and 2.0 give the same digest.

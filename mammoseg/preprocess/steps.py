@@ -11,7 +11,9 @@ Conventions used throughout :mod:`mammoseg.preprocess`:
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from dataclasses import dataclass, replace
+from functools import cached_property
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -22,6 +24,9 @@ from mammoseg.preprocess.params import PreprocessParams
 Side = Literal["L", "R"]
 Box = tuple[int, int, int, int]
 
+#: A working copy (see :mod:`mammoseg.preprocess.fast`) is at least this many times the
+#: output resolution.
+WORKING_OVERSAMPLE = 2
 #: Smallest image side accepted (pixels).
 MIN_SIDE = 16
 #: A component touching an image edge, thinner than this fraction of the image across that edge
@@ -85,11 +90,134 @@ def breast_threshold(values: np.ndarray, fraction: float) -> float:
     return bg + fraction * (t - bg)
 
 
-class BorderCrop(NamedTuple):
-    """Result of :func:`border_crop`."""
+@dataclass(frozen=True, eq=False)
+class BorderCrop:
+    """Result of :func:`border_crop`: the box, and the breast found on the detection copy.
+
+    ``small`` is the breast on the detection copy (a few hundred pixels a side), which covers
+    the top-left ``region`` (rows, columns) of an image of ``shape``; the rows and columns
+    beyond ``region`` (fewer than the integer reduction factor, see :func:`detection_copy`)
+    repeat the last ones. :attr:`breast_mask` is the full-size mask, computed on first use
+    (bilinear, 0.5 threshold); :meth:`sample` and :meth:`fraction_inside` answer the same
+    questions without building it.
+    """
 
     box: Box  #: (y0, y1, x0, x1), half-open, original pixel coordinates, margin included
-    breast_mask: np.ndarray  #: bool, original shape: the breast (largest bright component)
+    small: np.ndarray  #: bool, the breast on the detection copy
+    shape: tuple[int, int]  #: the original image's (height, width)
+    region: tuple[int, int]  #: original rows x columns the detection copy covers
+    #: a large image reduced by ``base_k`` (:func:`area_reduce`), kept for the working copy of
+    #: :mod:`mammoseg.preprocess.fast` (None for images below ``4 x size``)
+    base: np.ndarray | None = None
+    base_k: int = 1
+
+    def breast_on_base(self) -> np.ndarray:
+        """The breast at the pixel centres of :attr:`base` (bool, ``base``'s shape): the same
+        bilinear map as :meth:`sample`, by one small resize."""
+        if self.base is None:
+            raise ValueError("this BorderCrop has no reduced base image")
+        k = self.base_k
+        rh, rw = self.region[0] // k, self.region[1] // k
+        up = cv2.resize(
+            self.small.view(np.uint8) * np.uint8(255), (rw, rh), interpolation=cv2.INTER_LINEAR
+        )
+        bh, bw = self.base.shape
+        if (rh, rw) != (bh, bw):
+            up = cv2.copyMakeBorder(up, 0, bh - rh, 0, bw - rw, cv2.BORDER_REPLICATE)
+        return up >= 128
+
+    @cached_property
+    def breast_mask(self) -> np.ndarray:
+        """bool, original shape: the breast (largest bright component)."""
+        return _upsample(self.small, self.region, self.shape)
+
+    def sample(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """The breast mask at original coordinates ``ys`` (rows) x ``xs`` (columns): a bool
+        ``len(ys) x len(xs)`` grid (bilinear on the detection copy, 0.5 threshold; positions
+        may be fractional; those beyond the covered region repeat its edge)."""
+        ys = np.asarray(ys, dtype=np.float64)
+        xs = np.asarray(xs, dtype=np.float64)
+        if "breast_mask" in self.__dict__ or self.small.shape == self.shape:
+            full = self.breast_mask
+            yi = np.clip(np.rint(ys), 0, self.shape[0] - 1).astype(np.intp)
+            xi = np.clip(np.rint(xs), 0, self.shape[1] - 1).astype(np.intp)
+            return full[np.ix_(yi, xi)]
+        sh, sw = self.small.shape
+        rh, rw = self.region
+        # OpenCV's resize convention: src = (dst + 0.5) * src_size / dst_size - 0.5
+        sy = ((np.minimum(ys, rh - 1) + 0.5) * (sh / rh) - 0.5).astype(np.float32)
+        sx = ((np.minimum(xs, rw - 1) + 0.5) * (sw / rw) - 0.5).astype(np.float32)
+        map_x = np.broadcast_to(sx[None, :], (sy.size, sx.size))
+        map_y = np.broadcast_to(sy[:, None], (sy.size, sx.size))
+        src = self.small.view(np.uint8) * np.uint8(255)
+        up = cv2.remap(
+            src,
+            np.ascontiguousarray(map_x),
+            np.ascontiguousarray(map_y),
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        return up >= 128
+
+    def fraction_inside(self, mask: np.ndarray, box: Box | None = None) -> float | None:
+        """Fraction of a full-size mask's pixels inside the breast; None for an empty mask
+        (:func:`~.checks.in_breast_fraction` against :attr:`breast_mask`, evaluated on the
+        mask's bounding box only; ``box`` may pass that box, :func:`mask_bbox` of ``mask``)."""
+        arr = np.asarray(mask)
+        if arr.shape != self.shape:
+            raise ValueError(f"mask {arr.shape} and breast mask {self.shape} differ in shape")
+        if box is None:
+            box = mask_bbox(arr)
+        if box is None:
+            return None
+        y0, y1, x0, x1 = box
+        m = arr[y0:y1, x0:x1] != 0
+        breast = self.sample(np.arange(y0, y1), np.arange(x0, x1))
+        return int(np.count_nonzero(m & breast)) / int(np.count_nonzero(m))
+
+
+def _upsample(small: np.ndarray, region: tuple[int, int], shape: tuple[int, int]) -> np.ndarray:
+    if small.shape == shape:
+        return small
+    rh, rw = region
+    up = cv2.resize(small.astype(np.uint8) * 255, (rw, rh), interpolation=cv2.INTER_LINEAR)
+    if (rh, rw) != shape:
+        up = cv2.copyMakeBorder(up, 0, shape[0] - rh, 0, shape[1] - rw, cv2.BORDER_REPLICATE)
+    return up >= 128
+
+
+def area_reduce(image: np.ndarray, k: int) -> np.ndarray:
+    """Mean of every ``k x k`` block of ``image`` (the top-left ``(h // k) * k`` rows and
+    ``(w // k) * k`` columns): OpenCV's ``INTER_AREA`` at an integer factor, which runs in one
+    pass at memory speed, where a non-integer factor costs several times more."""
+    img = np.asarray(image)
+    if k <= 1:
+        return img
+    h, w = img.shape[0] // k, img.shape[1] // k
+    return cv2.resize(img[: h * k, : w * k], (w, h), interpolation=cv2.INTER_AREA)
+
+
+def detection_copy(img: np.ndarray, longest: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """``(small, region)``: the image reduced (INTER_AREA) to about ``longest`` px on its
+    longer side, and the original rows x columns it covers.
+
+    Up to twice ``longest`` the whole image is resized directly (``region`` = its shape). A
+    larger image is first reduced by the integer factor ``k = longer side // longest`` (its
+    last ``< k`` rows/columns left out: :class:`BorderCrop` repeats the edge there), then
+    resized: the same average to within a detection pixel, for a fraction of the cost.
+    """
+    height, width = img.shape
+    factor = min(1.0, longest / max(height, width))
+    if factor >= 1.0:
+        return img, (height, width)
+    k = max(height, width) // longest
+    pre = area_reduce(img, k) if k >= 2 else img
+    region = (pre.shape[0] * k, pre.shape[1] * k) if k >= 2 else (height, width)
+    factor = longest / max(region)
+    size = (max(1, round(region[1] * factor)), max(1, round(region[0] * factor)))
+    if (size[1], size[0]) == pre.shape:
+        return pre, region
+    return cv2.resize(pre, size, interpolation=cv2.INTER_AREA), region
 
 
 def _odd(n: int) -> int:
@@ -166,24 +294,47 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
 
 
 def breast_region(image: np.ndarray, params: PreprocessParams) -> np.ndarray:
-    """The breast as a bool mask of ``image``'s shape.
+    """The breast as a bool mask of ``image``'s shape (:func:`border_crop`'s ``breast_mask``).
 
-    On a copy downsampled (INTER_AREA) to ``params.otsu_downsample`` px on the longer side:
-    threshold (:func:`breast_threshold`, Otsu-based); opening with an elliptic kernel of
-    ``params.opening_fraction`` of that side (cuts thin strips and wires off); the largest
-    8-connected component that is not a strip along an image edge (labels and markers are
-    separate, smaller components); scanner strips joined to it removed
+    On a copy downsampled (INTER_AREA, :func:`detection_copy`) to ``params.otsu_downsample``
+    px on the longer side: threshold (:func:`breast_threshold`, Otsu-based); opening with an
+    elliptic kernel of ``params.opening_fraction`` of that side (cuts thin strips and wires
+    off); the largest 8-connected component that is not a strip along an image edge (labels
+    and markers are separate, smaller components); scanner strips joined to it removed
     (:func:`trim_edge_strips`); holes filled. Upsampled (bilinear, 0.5 threshold) to the
     original shape.
     """
-    img = validate_image(image)
+    return _find_breast(validate_image(image), params).breast_mask
+
+
+def _find_breast(img: np.ndarray, params: PreprocessParams) -> BorderCrop:
+    """The breast on the detection copy, in a :class:`BorderCrop` whose box is not set yet.
+
+    An image at least ``WORKING_OVERSAMPLE x 2 x params.size`` on its longer side is first
+    reduced once by ``k = longer side // (WORKING_OVERSAMPLE x size)``; that copy is kept
+    (the fast path's working copy) and the detection copy is made from it.
+    """
     height, width = img.shape
-    factor = min(1.0, params.otsu_downsample / max(height, width))
-    if factor < 1.0:
-        size = (max(1, round(width * factor)), max(1, round(height * factor)))
-        small = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-    else:
-        small = img
+    k = max(height, width) // (WORKING_OVERSAMPLE * params.size)
+    if k >= 2:
+        base = area_reduce(img, k)
+        small, region = detection_copy(base, params.otsu_downsample)
+        comp = _breast_component(small, params)
+        return BorderCrop(
+            box=(0, height, 0, width),
+            small=comp,
+            shape=(height, width),
+            region=(region[0] * k, region[1] * k),
+            base=base,
+            base_k=k,
+        )
+    small, region = detection_copy(img, params.otsu_downsample)
+    comp = _breast_component(small, params)
+    return BorderCrop(box=(0, height, 0, width), small=comp, shape=(height, width), region=region)
+
+
+def _breast_component(small: np.ndarray, params: PreprocessParams) -> np.ndarray:
+    """The breast on the detection copy (see :func:`breast_region`), a bool mask of its shape."""
     t = breast_threshold(small, params.threshold_fraction)
     fg = (small >= t).astype(np.uint8)
     k = _odd(max(1, round(params.opening_fraction * max(small.shape))))
@@ -207,11 +358,7 @@ def breast_region(image: np.ndarray, params: PreprocessParams) -> np.ndarray:
             f"covers {100.0 * best_area / small.size:.2f}% of the image "
             f"(need {100 * MIN_BREAST_FRACTION:.1f}%)"
         )
-    comp = fill_holes(trim_edge_strips(labels == best))
-    if small is img:
-        return comp
-    up = cv2.resize(comp.astype(np.uint8) * 255, (width, height), interpolation=cv2.INTER_LINEAR)
-    return up >= 128
+    return fill_holes(trim_edge_strips(labels == best))
 
 
 def mask_bbox(mask: np.ndarray) -> Box | None:
@@ -233,14 +380,53 @@ def border_crop(image: np.ndarray, params: PreprocessParams | None = None) -> Bo
     """
     params = params or PreprocessParams()
     img = validate_image(image)
-    breast = breast_region(img, params)
-    bbox = mask_bbox(breast)
-    assert bbox is not None  # breast_region never returns an empty mask
+    found = _find_breast(img, params)
+    if found.small.shape == found.shape:
+        bbox = mask_bbox(found.breast_mask)
+    else:
+        bbox = _bbox_on_original(found)
+    assert bbox is not None  # the breast component is never empty
     height, width = img.shape
     m = round(params.crop_margin * max(height, width))
     y0, y1, x0, x1 = bbox
     box = (max(0, y0 - m), min(height, y1 + m), max(0, x0 - m), min(width, x1 + m))
-    return BorderCrop(box=box, breast_mask=breast)
+    return replace(found, box=box)
+
+
+def _bbox_on_original(found: BorderCrop) -> Box | None:
+    """Bounding box of :attr:`BorderCrop.breast_mask` without building it: the detection
+    copy's box in original pixels (each detection pixel spans ``region / small`` original
+    ones), refined on the original rows and columns around each of its four edges."""
+    box = mask_bbox(found.small)
+    if box is None:
+        return None
+    sh, sw = found.small.shape
+    rh, rw = found.region
+    height, width = found.shape
+    fy, fx = rh / sh, rw / sw
+    y0, y1, x0, x1 = box
+    # the upsampled mask's edges lie within one detection pixel of the scaled box
+    ya, yb = max(0, int((y0 - 1) * fy)), min(height, int(np.ceil((y1 + 1) * fy)))
+    xa, xb = max(0, int((x0 - 1) * fx)), min(width, int(np.ceil((x1 + 1) * fx)))
+    if y1 == sh:
+        yb = height
+    if x1 == sw:
+        xb = width
+    rows = np.arange(ya, yb)
+    cols = np.arange(xa, xb)
+    band_y = int(np.ceil(2 * fy)) + 1
+    band_x = int(np.ceil(2 * fx)) + 1
+    top = found.sample(rows[: 2 * band_y], cols).any(axis=1)
+    bottom = found.sample(rows[-2 * band_y :], cols).any(axis=1)
+    left = found.sample(rows, cols[: 2 * band_x]).any(axis=0)
+    right = found.sample(rows, cols[-2 * band_x :]).any(axis=0)
+    if not (top.any() and bottom.any() and left.any() and right.any()):
+        return mask_bbox(found.breast_mask)  # a thin breast: refine on the full mask
+    by0 = int(rows[: 2 * band_y][np.argmax(top)])
+    by1 = int(rows[-2 * band_y :][len(bottom) - 1 - np.argmax(bottom[::-1])]) + 1
+    bx0 = int(cols[: 2 * band_x][np.argmax(left)])
+    bx1 = int(cols[-2 * band_x :][len(right) - 1 - np.argmax(right[::-1])]) + 1
+    return by0, by1, bx0, bx1
 
 
 def union_box(a: Box, b: Box) -> Box:
