@@ -6,6 +6,7 @@ from prefect import flow
 
 from tasks.ingest import IngestSummary, build_lesion_table, count_source_objects
 from tasks.report import write_run_report
+from tasks.states import QUARANTINED, completed_as
 
 
 class IngestResult(IngestSummary):
@@ -38,4 +39,6 @@ def ingest_flow(dataset: str, source_url: str, store_url: str, run_id: str) -> I
         },
         stage="ingest",
     )
-    return IngestResult(**summary.model_dump(), report_uri=report_uri)
+    result = IngestResult(**summary.model_dump(), report_uri=report_uri)
+    bad = summary.rejected
+    return completed_as(result, QUARANTINED if bad else None, f"{bad} case(s) quarantined at ingest")

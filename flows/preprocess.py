@@ -9,6 +9,7 @@ from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.settings import get_settings
 from tasks.preprocess import PreprocessSummary, finish_preprocess, plan_cases, preprocess_one
 from tasks.report import lesion_table_datasets, write_run_report
+from tasks.states import QUARANTINED, completed_as
 
 
 class PreprocessResult(PreprocessSummary):
@@ -50,4 +51,6 @@ def preprocess_flow(
         extra={"cases_quarantined": summary.quarantined, "params_digest": params.digest()},
         stage="preprocess",
     )
-    return PreprocessResult(**summary.model_dump(), report_uri=report_uri)
+    result = PreprocessResult(**summary.model_dump(), report_uri=report_uri)
+    bad = summary.quarantined
+    return completed_as(result, QUARANTINED if bad else None, f"{bad} case(s) quarantined")
