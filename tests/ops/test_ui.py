@@ -56,9 +56,10 @@ def ui_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     store_root.mkdir()
     api, proc = ensure_server(f"http://127.0.0.1:{_free_port()}/api", work, timeout_s=150)
     files = FileServer(store_root).start()
-    saved = {k: os.environ.get(k) for k in ("MAMMOSEG_FILES_URL", "MAMMOSEG_STORE_URL", "MAMMOSEG_WORK_DIR")}
-    os.environ.update({"MAMMOSEG_FILES_URL": files.url, "MAMMOSEG_STORE_URL": store_root.as_uri(),
-                       "MAMMOSEG_WORK_DIR": str(work / "scratch")})  # fmt: skip
+    env = {"MAMMOSEG_FILES_URL": files.url, "MAMMOSEG_STORE_URL": store_root.as_uri(),
+           "MAMMOSEG_WORK_DIR": str(work / "scratch"), "MAMMOSEG_PSEUDONYM_KEY": "ui-test-key"}  # fmt: skip
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         with temporary_settings(updates={PREFECT_API_URL: api}):
             store_url = store_root.as_uri()
