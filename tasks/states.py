@@ -21,3 +21,11 @@ def completed_as(value: T, name: str | None, message: str | None = None) -> Any:
     from prefect.states import Completed
 
     return Completed(name=name, message=message, data=value)
+
+
+def unwrap(value: Any) -> Any:
+    """What a task returned, called directly in a flow: Prefect hands back the named state itself
+    (``Completed(name=...)``), so take its value; anything else is returned as is."""
+    from prefect.states import State
+
+    return value.result() if isinstance(value, State) else value
