@@ -26,7 +26,7 @@ from mammoseg.params import (
 from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.settings import get_settings
 from tasks.evaluate import ScoredSet, evaluate_model
-from tasks.publish import DatasetRun, publish_model, summarize_run
+from tasks.publish import DatasetRun, create_artifacts, publish_model, summarize_run
 from tasks.train import combine_manifests, split_by_patient, train_unet
 
 
@@ -103,14 +103,15 @@ def retrain_flow(
         scored=scored, primary=gate_set, promote_metric=p.promote_metric,
         sources={d.dataset: d.source_url for d in [*train, *heldout]},
     )
-    summarize_run(
+    # the run's own artifacts, made by the flow itself: the UI lists them under this flow run
+    create_artifacts(summarize_run(
         run_id=run_id, scored=scored, published=published, primary=gate_set,
         datasets=[
             DatasetRun(role=role, dataset=name, report_uri=r.report_uri, contact_sheet_uri=r.contact_sheet_uri,
                        data_docs_uri=r.data_docs_uri)
             for role, runs in (("train", trained_on), ("heldout", held_out)) for name, r in runs.items()
         ],
-    )
+    ))
     by_name = {s.name: s.outcome for s in scored}
     return RetrainResult(
         run_id=run_id,

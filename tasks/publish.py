@@ -144,16 +144,23 @@ class DatasetRun(BaseModel):
     data_docs_uri: str | None = None
 
 
+class ArtifactSpec(BaseModel):
+    """One artifact the flow itself creates (so the UI lists it under the flow run)."""
+
+    kind: Literal["markdown", "image"]
+    key: str
+    body: str  # Markdown, or the image's URL
+    description: str
+
+
 @task(name="summarize-run", **IO_RETRIES)
 def summarize_run(
     *, run_id: str, datasets: list[DatasetRun], scored: list[ScoredSet], published: PublishOutcome, primary: str
-) -> str:
-    """The top-level run explains itself: ``retrain-summary`` (the published version, every
-    evaluated set, every dataset, with links a browser opens), each dataset's run report
-    (``retrain-report-<role>-<dataset>``) and contact sheet (``contact-sheet-<dataset>``).
-    Returns the summary's Markdown."""
-    from prefect.artifacts import create_image_artifact
-
+) -> list[ArtifactSpec]:
+    """What the top-level run shows about itself (:func:`create_artifacts` makes them in the
+    flow): ``retrain-summary`` (the published version, every evaluated set, every dataset, with
+    links a browser opens), each dataset's run report (``retrain-report-<role>-<dataset>``) and
+    contact sheet (``contact-sheet-<role>-<dataset>``)."""
     from mammoseg.links import artifact_key, browser_url, md_link
     from mammoseg.publish import _ci, _fmt
     from mammoseg.runreport import RunReport
@@ -176,43 +183,56 @@ def summarize_run(
         "",
         "## Evaluated sets",
         "",
-        "| set | kind | images | patients | Dice, mean per image | 95% CI | Dice, pooled | overlays |",
-        "|---|---|---:|---:|---:|---|---:|---|",
+        "| set | images (patients) | Dice, mean per image [95% CI] | Dice, pooled | overlays |",
+        "|---|---:|---|---:|---|",
     ]
     for s in scored:
         m = s.outcome.metrics
         mark = " (primary)" if s.name == primary else ""
-        kind = "internal test split" if s.kind == "internal_test" else "held-out dataset"
         lines.append(
-            f"| {s.name}{mark} | {kind} | {_fmt(m.get('n_cases'))} | {_fmt(m.get('n_patients'))} | "
-            f"{_fmt(m.get('dice_mean'))} | {_ci(m, 'dice_mean')} | {_fmt(m.get('dice_pooled'))} | "
+            f"| {s.name}{mark} | {_fmt(m.get('n_cases'))} ({_fmt(m.get('n_patients'))}) | "
+            f"{_fmt(m.get('dice_mean'))} [{_ci(m, 'dice_mean')}] | {_fmt(m.get('dice_pooled'))} | "
             f"{link('image', s.outcome.overlays_uri)} |"
         )
     lines += [
+        "",
+        ("*internal-test-*: the training dataset's own test patients (in-domain); *heldout-*: a dataset "
+         "never trained on (cross-dataset)."),
         "",
         "## Data",
         "",
         "| dataset | role | cases found | preprocessed | quarantined | run report | Data Docs | contact sheet |",
         "|---|---|---:|---:|---:|---|---|---|",
     ]
+    specs: list[ArtifactSpec] = []
     for d in datasets:
         store, key = open_uri(d.report_uri, settings)
         report = RunReport.load(store, key)
         bad = sum(1 for r in report.quarantined if r.stage != "skipped")
+        role = "training" if d.role == "train" else "held-out"
         lines.append(
-            f"| {d.dataset} | {'training' if d.role == 'train' else 'held-out'} | {report.cases_found} | "
-            f"{report.cases_preprocessed} | {bad} | {link('JSON', d.report_uri)} | {link('open', d.data_docs_uri)} | "
-            f"{link('image', d.contact_sheet_uri)} |"
+            f"| {d.dataset} | {role} | {report.cases_found} | {report.cases_preprocessed} | {bad} | "
+            f"{link('JSON', d.report_uri)} | {link('open', d.data_docs_uri)} | {link('image', d.contact_sheet_uri)} |"
         )
         slug = artifact_key(f"{d.role}-{d.dataset}")
-        create_markdown_artifact(
-            key=f"retrain-report-{slug}", markdown=report.markdown(link=lambda u: browser_url(u, settings)),
-            description=f"run report of {d.dataset} ({'training' if d.role == 'train' else 'held-out'}), retrain {run_id}",
-        )
+        specs.append(ArtifactSpec(kind="markdown", key=f"retrain-report-{slug}",
+                                  body=report.markdown(link=lambda u: browser_url(u, settings)),
+                                  description=f"run report of {d.dataset} ({role}), retrain {run_id}"))
         sheet = browser_url(d.contact_sheet_uri, settings)
         if sheet:
-            create_image_artifact(image_url=sheet, key=f"contact-sheet-{slug}",
-                                  description=f"preprocessed images of {d.dataset} with their masks, retrain {run_id}")
-    markdown = "\n".join(lines) + "\n"
-    create_markdown_artifact(key="retrain-summary", markdown=markdown, description=f"retrain {run_id}: what it produced")
-    return markdown
+            specs.append(ArtifactSpec(kind="image", key=f"contact-sheet-{slug}", body=sheet,
+                                      description=f"preprocessed images of {d.dataset} with their masks, retrain {run_id}"))
+    summary = ArtifactSpec(kind="markdown", key="retrain-summary", body="\n".join(lines) + "\n",
+                           description=f"retrain {run_id}: what it produced")
+    return [summary, *specs]
+
+
+def create_artifacts(specs: list[ArtifactSpec]) -> None:
+    """Create ``specs`` in the current run (called in a flow body: flow-run artifacts)."""
+    from prefect.artifacts import create_image_artifact
+
+    for a in specs:
+        if a.kind == "image":
+            create_image_artifact(image_url=a.body, key=a.key, description=a.description)
+        else:
+            create_markdown_artifact(key=a.key, markdown=a.body, description=a.description)

@@ -13,6 +13,7 @@ Screenshots go to ``$MAMMOSEG_UI_SHOTS`` (default ``/tmp/ui-shots``).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import time
@@ -126,6 +127,7 @@ class Page:
         self.errors: list[str] = []
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("response", lambda r: self.errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
 
     def open(self, path: str, wait_text: str | None = None) -> Any:
         self.page.goto(self.base + path, wait_until="networkidle", timeout=60_000)
@@ -165,8 +167,9 @@ def test_every_page_of_a_retrain_run_renders(ui_run: dict[str, Any], browser: An
         page.shot("01-retrain-run")
 
         # the Task Runs tab lists every task run of the run (subflows are their own runs)
-        p.get_by_role("tab", name="Task Runs").click()
         real = [t for t in tasks if not _is_subflow_wrapper(t, runs)]
+        assert f"{len(real)} Task runs" in p.inner_text("body")
+        _tab(p, "Task Runs")
         p.get_by_text(real[0].name, exact=False).first.wait_for(timeout=30_000)
         time.sleep(1)
         html = p.content()
@@ -190,9 +193,12 @@ def test_every_page_of_a_retrain_run_renders(ui_run: dict[str, Any], browser: An
         assert {"retrain-summary", "retrain-report-train-cbis-ddsm", "retrain-report-heldout-mini-mias",
                 "metrics-heldout-mini-mias", "training-epochs", "training-progress"} <= keys, keys  # fmt: skip
         assert any(k and k.startswith("metrics-internal-test-") for k in keys), keys
-        p = page.open(f"/runs/flow-run/{fr_id}?tab=Artifacts")
-        p.get_by_role("tab", name="Artifacts").click()
+        p = page.open(f"/runs/flow-run/{fr_id}")
+        _tab(p, "Artifacts")
         p.get_by_text("retrain-summary", exact=False).first.wait_for(timeout=30_000)
+        # the run's own artifacts are flow-run artifacts (the tab's "Flow run" section is not empty)
+        assert {a.key for a in arts if a.task_run_id is None} >= {"retrain-summary", "retrain-report-train-cbis-ddsm"}
+        assert not re.search(r"Flow run\s+None", p.inner_text("body")), p.inner_text("body")[:500]
         page.shot("04-retrain-artifacts")
 
         # the summary page: links that open (http URLs of the file server)
@@ -218,17 +224,33 @@ def test_every_page_of_a_retrain_run_renders(ui_run: dict[str, Any], browser: An
         # a quarantined case as it appears in the run list: state names say so
         quarantined = [r for r in runs if r.state and r.state.name == "Quarantined"]
         assert quarantined, [(r.name, r.state.name) for r in runs]
-        p = page.open("/runs?tab=flow-runs", wait_text="Quarantined")
+        p = page.open("/runs")
+        p.get_by_placeholder("Search by flow run name").fill("cbis-ddsm")
+        p.get_by_text("Quarantined", exact=False).first.wait_for(timeout=30_000)
+        time.sleep(1.5)  # the list's debounced search
         page.shot("07-runs-list-quarantined")
-        p = page.open("/runs?tab=task-runs")
-        p.get_by_role("tab", name="Task runs").click()
+        _tab(p, "Task runs")
+        p.get_by_placeholder("Search by task run name").fill("preprocess-cs")
+        time.sleep(1.5)
         p.get_by_text("Quarantined", exact=False).first.wait_for(timeout=30_000)
         page.shot("08-task-runs-list-quarantined")
         assert not [e for e in page.errors if "TaskInputResponse" in e], page.errors
+        # nothing the pages asked for failed (the UI's API calls and the pictures' URLs)
+        failed = [e for e in page.errors if re.match(r"^\d{3} http", e)]
+        assert not failed, failed
+    except Exception:
+        page.shot("failed-here")
+        raise
     finally:
         print(f"\n[ui] pages checked in {time.monotonic() - t0:.1f} s; screenshots in {SHOTS}")
         print("[ui] console errors:", page.errors[:10])
         page.close()
+
+
+def _tab(p: Any, name: str) -> None:
+    """Open a tab of a page by its label."""
+    p.get_by_text(name, exact=True).first.click()
+    p.wait_for_load_state("networkidle")
 
 
 def _is_subflow_wrapper(task_run: Any, runs: list) -> bool:
