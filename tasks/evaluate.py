@@ -216,7 +216,7 @@ def _publish_artifacts(name: str, run_id: str, table_md: str, overlays_uri: str 
             create_image_artifact(image_url=url, key=f"overlays-{slug}", description=f"{what}: {name}, run {run_id}")
     create_markdown_artifact(
         key=f"metrics-{slug}",
-        markdown=f"## {name}\n\n" + table_md + overlay_note,
+        markdown=table_md + overlay_note,  # the table's first line names the set
         description=f"evaluation of run {run_id} on {name}",
     )
 

@@ -82,7 +82,7 @@ def _panel(img: np.ndarray, box: tuple[int, int, int, int], rows: Sequence[Mappi
     cv2.putText(img, f"{lo:.3g}", (x0 + 2, bottom), font, 0.35, _INK, 1, cv2.LINE_AA)
     cv2.putText(img, "epoch", ((left + right) // 2 - 20, bottom + 20), font, 0.4, _INK, 1, cv2.LINE_AA)
     n = len(rows)
-    for key, colour, label_y in ((keys[0], _TRAIN, top + 14), (keys[1], _VAL, top + 30)):
+    for key, colour, label_x in ((keys[0], _TRAIN, right - 150), (keys[1], _VAL, right - 75)):
         pts = [
             (left + (right - left) * (i / max(n - 1, 1)), bottom - (bottom - top) * (float(r[key]) - lo) / (hi - lo))
             for i, r in enumerate(rows) if key in r and math.isfinite(float(r[key]))
@@ -92,4 +92,5 @@ def _panel(img: np.ndarray, box: tuple[int, int, int, int], rows: Sequence[Mappi
             cv2.polylines(img, [arr], False, colour, 2, cv2.LINE_AA)
             for p in arr[:, 0]:
                 cv2.circle(img, (int(p[0]), int(p[1])), 3, colour, -1, cv2.LINE_AA)
-        cv2.putText(img, key.replace("_", " "), (right - 90, label_y), font, 0.4, colour, 1, cv2.LINE_AA)
+        # the legend on the title line, clear of the curves
+        cv2.putText(img, key.replace("_", " "), (label_x, top - 10), font, 0.4, colour, 1, cv2.LINE_AA)
