@@ -69,3 +69,22 @@ def test_file_server_port_taken_is_an_oserror(tmp_path: Path) -> None:
         port = int(first.url.rsplit(":", 1)[1])
         with pytest.raises(OSError):
             FileServer(tmp_path, port=port)
+
+
+def test_serve_starts_a_file_server_for_a_local_store_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mammoseg.serve import start_file_server
+
+    monkeypatch.delenv("MAMMOSEG_FILES_URL", raising=False)
+    (tmp_path / "store" / "models").mkdir(parents=True)
+    (tmp_path / "store" / "models" / "CURRENT").write_text("v1")
+    files = start_file_server(get_settings(store_url=str(tmp_path / "store"), files_port=0, files_url=None))
+    assert files is not None
+    try:
+        import os
+
+        assert os.environ["MAMMOSEG_FILES_URL"] == files.url  # what the served runs inherit
+        assert _get(f"{files.url}/models/CURRENT") == (200, b"v1")
+    finally:
+        files.stop()
+    assert start_file_server(get_settings(store_url="s3://bucket/prefix", files_url=None)) is None
+    assert start_file_server(get_settings(store_url=str(tmp_path), files_url="http://127.0.0.1:9/")) is None
