@@ -50,6 +50,8 @@ def _presigned(uri: str, settings: Settings) -> str:
     from mammoseg.storage import make_s3_client
 
     bucket, _, key = uri[len("s3://"):].partition("/")
+    if settings.s3_browser_endpoint_url:  # signed for the host the browser sends (SigV4 signs it)
+        settings = settings.model_copy(update={"s3_endpoint_url": settings.s3_browser_endpoint_url})
     return make_s3_client(settings).generate_presigned_url(
         "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=settings.link_expiry_s
     )

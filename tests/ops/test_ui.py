@@ -238,6 +238,11 @@ def test_every_page_of_a_retrain_run_renders(ui_run: dict[str, Any], browser: An
         p = page.open(f"/artifacts/artifact/{curves.id}")
         p.locator(f"img[src^='{ui_run['files']}']").first.wait_for(timeout=30_000)
         page.shot("10-training-curves")
+        # the epoch table, updated in place: one artifact with every epoch
+        epochs = [a for a in arts if a.key == "training-epochs"]
+        assert len(epochs) == 1 and "Training: epoch 2 of 2" in epochs[0].data, epochs
+        p = page.open(f"/artifacts/artifact/{epochs[0].id}", wait_text="Best validation Dice so far")
+        page.shot("11-training-epochs")
 
         # a quarantined case as it appears in the run list: state names say so
         quarantined = [r for r in runs if r.state and r.state.name == "Quarantined"]

@@ -62,6 +62,11 @@ def test_s3_objects_get_presigned_urls_a_browser_can_open(s3_bucket: str) -> Non
     url = browser_url(uri, settings)
     assert url and url.startswith("http") and "X-Amz-Signature=" in url and "X-Amz-Expires=600" in url
     assert _get(url) == (200, b"png bytes")  # no credentials needed: the signature is the key
+    # the browser reaches the endpoint under another name (compose: minio:9000 inside, 127.0.0.1 outside)
+    inside = get_settings(link_expiry_s=600, s3_endpoint_url="http://minio.invalid:9000",
+                          s3_browser_endpoint_url=settings.s3_endpoint_url)  # fmt: skip
+    outside = browser_url(uri, inside)
+    assert outside and outside.startswith(settings.s3_endpoint_url) and _get(outside) == (200, b"png bytes")
 
 
 def test_file_server_port_taken_is_an_oserror(tmp_path: Path) -> None:
