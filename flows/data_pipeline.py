@@ -6,10 +6,12 @@ from prefect import flow
 from pydantic import BaseModel
 
 from flows.ingest import ingest_flow
+from flows.lineage import untracked
 from flows.preprocess import preprocess_flow
 from flows.validate import validate_flow
 from mammoseg.preprocess.params import PreprocessParams
 from tasks.report import write_run_report
+from tasks.states import QUARANTINED, completed_as
 
 
 class GateClosed(RuntimeError):
@@ -33,11 +35,12 @@ class DataRunResult(BaseModel):
 def data_pipeline_flow(
     dataset: str, source_url: str, store_url: str, run_id: str, params: PreprocessParams | None = None
 ) -> DataRunResult:
-    ingest = ingest_flow(dataset, source_url, store_url, run_id)
-    gate = validate_flow(ingest.lesions_uri, store_url, run_id)
+    # untracked: later tasks take these results' fields as plain values (see flows/lineage.py)
+    ingest = untracked(ingest_flow(dataset, source_url, store_url, run_id))
+    gate = untracked(validate_flow(ingest.lesions_uri, store_url, run_id))
     prep = None
     if gate.stop_reason is None and gate.validated_uri:
-        prep = preprocess_flow(gate.validated_uri, source_url, store_url, run_id, params)
+        prep = untracked(preprocess_flow(gate.validated_uri, source_url, store_url, run_id, params))
     counts = {
         "objects_found": ingest.objects_found,
         "cases_found": ingest.cases + ingest.rejected,
@@ -66,7 +69,7 @@ def data_pipeline_flow(
     )
     if gate.stop_reason:
         raise GateClosed(f"{gate.stop_reason}. Report: {report_uri}")
-    return DataRunResult(
+    result = DataRunResult(
         run_id=run_id,
         dataset=dataset,
         store_url=store_url,
@@ -78,3 +81,6 @@ def data_pipeline_flow(
         data_docs_uri=gate.data_docs_uri,
         counts=counts | {"quarantined": ingest.rejected + gate.cases_quarantined + (prep.quarantined if prep else 0)},
     )
+    bad = result.counts["quarantined"]
+    # a run that quarantined cases reads "Quarantined" in the run list (still a Completed state)
+    return completed_as(result, QUARANTINED if bad else None, f"{bad} case(s) quarantined, see the run report")

@@ -56,6 +56,14 @@ def one_at_a_time() -> ConcurrencyLimitConfig:
     return ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 
 
+def debounce_description(threshold: int, within_s: int) -> str:
+    """The automation's description in words: ``threshold`` 1 is "no further upload"."""
+    quiet = (f"no further upload arrives within {within_s} s" if threshold == 1
+             else f"fewer than {threshold} further uploads arrive within {within_s} s")
+    return (f"Retrains once the uploads to a dataset root pause: it starts when {quiet} of the last one "
+            "(each upload restarts the wait), one run per dataset root.")
+
+
 def new_data_trigger(settings: Settings, parameters: dict[str, str] | None = None) -> DeploymentEventTrigger:
     """The debounced trigger of `new-data` (see the module docstring for the semantics).
 
@@ -66,10 +74,7 @@ def new_data_trigger(settings: Settings, parameters: dict[str, str] | None = Non
     root = settings.retrain_source_url
     return DeploymentEventTrigger(
         name="mammoseg: new data → retrain (debounced)",
-        description=(
-            f"Runs once an upload is followed by fewer than {settings.trigger_threshold} more "
-            f"within {settings.trigger_within_s} s (trailing-edge debounce), per dataset root."
-        ),
+        description=debounce_description(settings.trigger_threshold, settings.trigger_within_s),
         expect={OBJECT_CREATED},
         after={OBJECT_CREATED},
         for_each={DATASET_ROOT_LABEL},
@@ -98,7 +103,8 @@ def build_deployments(settings: Settings) -> list[RunnerDeployment]:
         WEEKLY,
         schedules=[Cron(settings.retrain_cron, timezone="UTC")],
         parameters={"trigger": "schedule"},
-        description="Retrain on MAMMOSEG_RETRAIN_SOURCE_URL, evaluate on the held-out set, publish if better.",
+        description=(f"On cron `{settings.retrain_cron}` in UTC: retrain on MAMMOSEG_RETRAIN_SOURCE_URL, "
+                     "evaluate on the held-out set, publish if better."),
         **common,
     )
     new_data = new_data_flow.to_deployment(

@@ -13,6 +13,7 @@ from prefect import flow
 from pydantic import BaseModel
 
 from flows.data_pipeline import data_pipeline_flow
+from flows.lineage import untracked
 from tasks.evaluate import evaluate_model
 from tasks.model_ref import locate_training_data, record_evaluation, resolve_model
 
@@ -48,7 +49,7 @@ def evaluate_flow(
     n_boot: int = 1000,
 ) -> EvaluateResult:
     model = resolve_model(store_url, model_uri)
-    data = data_pipeline_flow(dataset, source_url, store_url, run_id, model.plan.preprocess)
+    data = untracked(data_pipeline_flow(dataset, source_url, store_url, run_id, model.plan.preprocess))
     if not data.manifest_uri or not data.lesions_uri:
         raise NothingToEvaluate(f"no case of {dataset} could be preprocessed. Report: {data.report_uri}")
     training = locate_training_data(model.model_uri, store_url, run_id)

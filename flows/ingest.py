@@ -6,6 +6,7 @@ from prefect import flow
 
 from tasks.ingest import IngestSummary, build_lesion_table, count_source_objects
 from tasks.report import write_run_report
+from tasks.states import QUARANTINED, completed_as, unwrap
 
 
 class IngestResult(IngestSummary):
@@ -17,7 +18,7 @@ class IngestResult(IngestSummary):
 @flow(name="ingest", flow_run_name="ingest-{dataset}-{run_id}", log_prints=False)
 def ingest_flow(dataset: str, source_url: str, store_url: str, run_id: str) -> IngestResult:
     objects = count_source_objects(source_url)
-    summary = build_lesion_table(dataset, source_url, store_url, run_id, objects)
+    summary: IngestSummary = unwrap(build_lesion_table(dataset, source_url, store_url, run_id, objects))
     # its own key: as a subflow of the data pipeline, the pipeline's report.json stays its own
     report_uri = write_run_report(
         run_id=run_id,
@@ -38,4 +39,6 @@ def ingest_flow(dataset: str, source_url: str, store_url: str, run_id: str) -> I
         },
         stage="ingest",
     )
-    return IngestResult(**summary.model_dump(), report_uri=report_uri)
+    result = IngestResult(**summary.model_dump(), report_uri=report_uri)
+    bad = summary.rejected
+    return completed_as(result, QUARANTINED if bad else None, f"{bad} case(s) quarantined at ingest")

@@ -9,6 +9,7 @@ from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.settings import get_settings
 from tasks.preprocess import PreprocessSummary, finish_preprocess, plan_cases, preprocess_one
 from tasks.report import lesion_table_datasets, write_run_report
+from tasks.states import QUARANTINED, completed_as, unwrap
 
 
 class PreprocessResult(PreprocessSummary):
@@ -26,7 +27,7 @@ def preprocess_flow(
     plan = plan_cases(lesions_uri, source_url)
     futures = preprocess_one.map(plan.specs, unmapped(source_url), unmapped(store_url), unmapped(params))
     outcomes = plan.refused + [f.result() for f in futures]
-    summary = finish_preprocess(outcomes, lesions_uri, store_url, run_id)
+    summary: PreprocessSummary = unwrap(finish_preprocess(outcomes, lesions_uri, store_url, run_id))
     outputs = {
         "lesions": lesions_uri,
         "manifest": summary.manifest_uri or "",
@@ -50,4 +51,6 @@ def preprocess_flow(
         extra={"cases_quarantined": summary.quarantined, "params_digest": params.digest()},
         stage="preprocess",
     )
-    return PreprocessResult(**summary.model_dump(), report_uri=report_uri)
+    result = PreprocessResult(**summary.model_dump(), report_uri=report_uri)
+    bad = summary.quarantined
+    return completed_as(result, QUARANTINED if bad else None, f"{bad} case(s) quarantined")

@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
 from flows.data_pipeline import DataRunResult, data_pipeline_flow
+from flows.lineage import untracked
 from mammoseg.params import (
     DatasetSource,
     RetrainParams,
@@ -25,7 +26,7 @@ from mammoseg.params import (
 from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.settings import get_settings
 from tasks.evaluate import ScoredSet, evaluate_model
-from tasks.publish import publish_model
+from tasks.publish import DatasetRun, create_artifacts, publish_model, summarize_run
 from tasks.train import combine_manifests, split_by_patient, train_unet
 
 
@@ -68,9 +69,9 @@ def retrain_flow(
     check_datasets(train, heldout)
     gate_set = resolve_primary(train, heldout, primary)
     prep = PreprocessParams.from_settings(get_settings(), size=p.size)
-    trained_on = {d.dataset: data_pipeline_flow(d.dataset, d.source_url, store_url, f"{run_id}-{d.dataset}", prep)
+    trained_on = {d.dataset: untracked(data_pipeline_flow(d.dataset, d.source_url, store_url, f"{run_id}-{d.dataset}", prep))
                   for d in train}
-    held_out = {d.dataset: data_pipeline_flow(d.dataset, d.source_url, store_url, f"{run_id}-heldout-{d.dataset}", prep)
+    held_out = {d.dataset: untracked(data_pipeline_flow(d.dataset, d.source_url, store_url, f"{run_id}-heldout-{d.dataset}", prep))
                 for d in heldout}
     manifest_uri = combine_manifests({name: _manifest(r) for name, r in trained_on.items()}, store_url, run_id)
     split = split_by_patient(manifest_uri, store_url, run_id, p)
@@ -102,6 +103,15 @@ def retrain_flow(
         scored=scored, primary=gate_set, promote_metric=p.promote_metric,
         sources={d.dataset: d.source_url for d in [*train, *heldout]},
     )
+    # the run's own artifacts, made by the flow itself: the UI lists them under this flow run
+    create_artifacts(summarize_run(
+        run_id=run_id, scored=scored, published=published, primary=gate_set,
+        datasets=[
+            DatasetRun(role=role, dataset=name, report_uri=r.report_uri, contact_sheet_uri=r.contact_sheet_uri,
+                       data_docs_uri=r.data_docs_uri)
+            for role, runs in (("train", trained_on), ("heldout", held_out)) for name, r in runs.items()
+        ],
+    ))
     by_name = {s.name: s.outcome for s in scored}
     return RetrainResult(
         run_id=run_id,

@@ -825,13 +825,67 @@ def model_card(
         limits.append("CDD-CESM images here are 512x512 JPEG copies, resized from the originals.")
     limits += list(extra_limitations)
     lines += ["", "## Limitations", ""] + [f"- {x}" for x in limits]
-    lines += [
-        "",
-        "## Training configuration",
-        "",
-        "```json",
-        _json_payload(dict(training_config), "training_config").decode().rstrip(),
-        "```",
-        "",
-    ]
+    lines += ["", "## Training", ""] + _training_lines(training_config)
+    lines += ["", "The full configuration is in `training_config.json` beside the model.", ""]
     return "\n".join(lines)
+
+
+def _round(v: Any) -> str:
+    """A number as a person reads it: 3 significant digits (0.001, not 0.0010000000474974513)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    return "n/a" if not math.isfinite(v) else f"{v:.3g}"
+
+
+def _training_lines(config: Mapping[str, Any]) -> list[str]:
+    """The training configuration as a table: architecture, loss, optimiser, epochs, the one
+    decision threshold (the validation-chosen one; the monitoring metrics' cut-off is left out)."""
+    model = config.get("model") if isinstance(config.get("model"), Mapping) else {}
+    train = config.get("training") if isinstance(config.get("training"), Mapping) else {}
+    history = config.get("history") if isinstance(config.get("history"), list) else []
+    rows: list[tuple[str, str]] = []
+    if model:
+        norm = model.get("norm", "batch" if model.get("batch_norm", True) else "none")
+        rows.append(("architecture", (
+            f"U-Net, depth {_round(model.get('depth'))}, {_round(model.get('base_filters'))} base filters, "
+            f"{norm} normalisation, dropout {_round(model.get('dropout'))}, input {_round(model.get('input_size'))} px"
+            + (f", input normalisation {model['input_norm']}" if model.get("input_norm") not in (None, "none") else "")
+        )))
+    if train:
+        loss = str(train.get("loss", "n/a"))
+        if "focal" in loss:
+            loss += (f" (focal α {_round(train.get('focal_alpha'))}, γ {_round(train.get('focal_gamma'))}"
+                     + (f", Dice weight {_round(train.get('dice_weight'))})" if loss == "focal_dice" else ")"))
+        rows += [
+            ("loss", loss),
+            ("optimiser", (
+                f"learning rate {_round(train.get('learning_rate'))}, × {_round(train.get('lr_factor'))} after "
+                f"{_round(train.get('lr_patience'))} epochs without improvement (down to {_round(train.get('min_learning_rate'))})"
+            )),
+            ("epochs", (
+                f"at most {_round(train.get('epochs'))}, early stop after {_round(train.get('early_stopping_patience'))} "
+                "epochs without improvement of validation Dice"
+            )),
+            ("batch", f"{_round(train.get('batch_size'))} images; lesion oversampling {_round(train.get('lesion_oversample'))}"),
+            ("augmentation", "on" if train.get("augment") else "off"),
+            ("seed", _round(train.get("seed"))),
+        ]
+    if history:
+        val = [h.get("val_dice") for h in history if isinstance(h.get("val_dice"), int | float)]
+        best = max(val) if val else None
+        rows.append(("epochs run", f"{len(history)}; best validation Dice {_round(best) if best is not None else 'n/a'}"))
+    if "threshold" in config:
+        rows.append(("decision threshold", f"{_round(config['threshold'])} (chosen on the validation split)"))
+    datasets = config.get("datasets") if isinstance(config.get("datasets"), Mapping) else {}
+    if datasets:
+        trained, held = ", ".join(datasets.get("train", [])) or "n/a", ", ".join(datasets.get("heldout", [])) or "none"
+        rows.append(("datasets", f"trained on {trained}; held out {held}"))
+    if config.get("run_id"):
+        rows.append(("training run", f"`{config['run_id']}`"))
+    known = {"model", "training", "history", "threshold", "datasets", "run_id", "primary_set"}
+    rows += [(str(k), _round(v)) for k, v in config.items() if k not in known and not isinstance(v, Mapping | list)]
+    if not rows:
+        return ["Not recorded."]
+    return ["| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]

@@ -8,6 +8,7 @@ disappears silently: ``found = ingested + quarantined at ingest``, and so on dow
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -113,11 +114,24 @@ class RunReport:
             d.pop("stage")
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunReport:
+        """A report as :meth:`to_dict` wrote it (the derived counts are recomputed)."""
+        fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        fields["quarantined"] = [QuarantineRecord(**q) for q in d.get("quarantined", [])]
+        return cls(**fields)
+
+    @classmethod
+    def load(cls, store: ObjectStore, key: str) -> RunReport:
+        return cls.from_dict(json.loads(store.read_bytes(key)))
+
     def save(self, store: ObjectStore) -> str:
         body = json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str).encode()
         return store.write_bytes(report_key(self.run_id, self.stage), body, "application/json").uri
 
-    def markdown(self) -> str:
+    def markdown(self, link: Callable[[str], str | None] | None = None) -> str:
+        """The report as Markdown; ``link`` maps an output URI to a URL a browser can open (the
+        output becomes a link) or None (the URI is shown as text)."""
         q = self.quarantine_counts()
         title = f"# mammoseg run `{self.run_id}` — {self.dataset}"
         header = ["", "| stage | count |", "|---|---:|"]
@@ -157,5 +171,8 @@ class RunReport:
             if len(bad) > 200:
                 lines.append(f"| … | … | {len(bad) - 200} more in quarantine/*.jsonl |")
         if self.outputs:
-            lines += ["", "## Outputs", ""] + [f"- **{k}**: `{v}`" for k, v in sorted(self.outputs.items())]
+            lines += ["", "## Outputs", ""]
+            for k, v in sorted(self.outputs.items()):
+                url = link(v) if link else None
+                lines.append(f"- [**{k}**]({url})" if url else f"- **{k}**: `{v}`")
         return "\n".join(lines) + "\n"

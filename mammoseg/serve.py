@@ -16,9 +16,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from mammoseg.settings import Settings
+
+if TYPE_CHECKING:
+    from mammoseg.links import FileServer
 
 DEFAULT_API_URL = "http://127.0.0.1:4200/api"
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "0.0.0.0", "::1"})
@@ -132,6 +136,32 @@ def _start_watcher(settings: Settings, stop: threading.Event, interval_s: float)
     return thread
 
 
+def start_file_server(settings: Settings) -> FileServer | None:
+    """For a local store: the loopback file server of its run outputs and models, its URL in
+    ``MAMMOSEG_FILES_URL`` (the served flow runs inherit it), so UI artifacts show pictures and
+    links that open. None for an S3 store (presigned URLs), when ``MAMMOSEG_FILES_URL`` is
+    already set, or when the port is taken (a warning; artifacts then show plain URIs)."""
+    from mammoseg.links import FileServer
+
+    if settings.store_url.startswith("s3://") or settings.files_url:
+        return None
+    from mammoseg.storage import LocalStore, open_store
+
+    store = open_store(settings.store_url, settings)
+    if not isinstance(store, LocalStore):
+        return None
+    store.root.mkdir(parents=True, exist_ok=True)
+    try:
+        files = FileServer(store.root, port=settings.files_port).start()
+    except OSError as exc:
+        print(f"mammoseg serve: no file server on port {settings.files_port} ({exc}); "
+              "artifacts will show store paths, not links", file=sys.stderr)
+        return None
+    os.environ["MAMMOSEG_FILES_URL"] = files.url
+    print(f"mammoseg serve: run outputs and models at {files.url} (for the UI's pictures and links)", file=sys.stderr)
+    return files
+
+
 def run_service(
     settings: Settings, *, api_url: str | None = None, watch: bool = True, watch_interval_s: float = 30.0
 ) -> None:
@@ -143,6 +173,7 @@ def run_service(
     os.environ["PREFECT_API_URL"] = url
     stop = threading.Event()
     watcher: threading.Thread | None = None
+    files = start_file_server(settings)
     try:
         print(f"mammoseg serve: Prefect UI at {ui_url(url)}"
               + (" (server started by mammoseg)" if proc else ""), file=sys.stderr)
@@ -164,5 +195,7 @@ def run_service(
         stop.set()
         if watcher is not None:
             watcher.join(timeout=10)
+        if files is not None:
+            files.stop()
         stop_server(proc)
         print("mammoseg serve: stopped", file=sys.stderr)

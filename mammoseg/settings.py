@@ -115,6 +115,28 @@ class Settings(BaseSettings):
         description="Debounce quiet period in seconds (Prefect needs >= 10 s for it).",
     )
 
+    # --- links in the Prefect UI (pictures, models, Data Docs) -------------------------------
+    files_url: str | None = Field(
+        default=None,
+        description=(
+            "Base URL of the loopback file server of a local store (set by `mammoseg serve`), "
+            "so UI artifacts link to images and files a browser can open; unset: no links."
+        ),
+    )
+    files_port: int = Field(default=4210, ge=0, le=65535, description="Port of that file server (0: any free one).")
+    s3_browser_endpoint_url: str | None = Field(
+        default=None,
+        description=(
+            "S3 endpoint as the user's browser reaches it, for presigned links (e.g. "
+            "http://127.0.0.1:9000 when the pipeline reaches MinIO as http://minio:9000); unset: "
+            "the pipeline's own endpoint."
+        ),
+    )
+    link_expiry_s: int = Field(
+        default=7 * 24 * 3600, ge=60, le=7 * 24 * 3600,
+        description="Lifetime of presigned S3 URLs in UI artifacts (SigV4 allows 7 days at most).",
+    )
+
 
 #: The key every install used to share; refused, since anyone can reverse pseudonyms made with it.
 _PUBLIC_KEYS = frozenset({"mammoseg-public-demo-key"})

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from mammoseg.casetable import from_csv_bytes, image_table
 from mammoseg.params import SetKind
-from mammoseg.settings import get_settings
+from mammoseg.settings import Settings, get_settings
 from mammoseg.storage import ObjectStore, join_key, open_store, open_uri
 from tasks.retry import IO_RETRIES
 from tasks.train import read_manifest
@@ -57,7 +57,7 @@ def _subgroups(row: pd.Series) -> dict[str, str]:
     }
 
 
-@task(name="evaluate-model", **IO_RETRIES)
+@task(name="evaluate-model", task_run_name="evaluate-{name}", **IO_RETRIES)
 def evaluate_model(
     name: str,
     model_uri: str,
@@ -189,15 +189,34 @@ def evaluate_model(
         overlays_uri = store.write_bytes(
             join_key("runs", run_id, "evaluation", f"{name}-overlays.png"), overlay_grid(items), "image/png"
         ).uri
-    overlay_note = f"\n\nOverlays (best, median, worst; green truth, red prediction): `{overlays_uri}`\n" if overlays_uri else ""
-    create_markdown_artifact(
-        key=f"metrics-{name}".lower().replace("_", "-"),
-        markdown=f"## {name}\n\n" + result.markdown_table() + overlay_note,
-        description=f"evaluation of run {run_id} on {name}",
-    )
+    _publish_artifacts(name, run_id, result.markdown_table(name), overlays_uri, settings)
     logger.info(
         "%s: per-image mean Dice %.3f [%.3f, %.3f], IoU %.3f, pooled Dice %.3f over %d images of %d patients",
         name, result.dice_mean, *(metrics["ci95"].get("dice_mean") or [float("nan")] * 2), result.iou_mean, result.dice_pooled,
         result.n_cases, result.n_patients,
     )
     return EvalOutcome(name=name, metrics=metrics, metrics_uri=metrics_uri, overlays_uri=overlays_uri, leakage_findings=findings)
+
+
+def _publish_artifacts(name: str, run_id: str, table_md: str, overlays_uri: str | None, settings: Settings) -> None:
+    """The set's metrics (``metrics-<name>``) and, when a browser can open it, its overlay grid as
+    an image artifact (``overlays-<name>``)."""
+    from prefect.artifacts import create_image_artifact
+
+    from mammoseg.links import artifact_key, browser_url, md_link
+
+    slug = artifact_key(name)
+    url = browser_url(overlays_uri, settings)
+    overlay_note = ""
+    if overlays_uri:
+        what = "Overlays of the best, median and worst image (green: truth, red: prediction)"
+        overlay_note = f"\n\n{md_link(what, overlays_uri, settings)}\n"
+        if url:
+            overlay_note += f"\n![overlays of {name}]({url})\n"
+            create_image_artifact(image_url=url, key=f"overlays-{slug}", description=f"{what}: {name}, run {run_id}")
+    create_markdown_artifact(
+        key=f"metrics-{slug}",
+        markdown=table_md + overlay_note,  # the table's first line names the set
+        description=f"evaluation of run {run_id} on {name}",
+    )
+

@@ -13,6 +13,7 @@ from mammoseg.runreport import QuarantineRecord, write_quarantine
 from mammoseg.settings import get_settings, require_pseudonym_key
 from mammoseg.storage import open_store
 from tasks.retry import IO_RETRIES
+from tasks.states import QUARANTINED, completed_as
 
 
 class IngestSummary(BaseModel):
@@ -62,7 +63,7 @@ def build_lesion_table(dataset: str, source_url: str, store_url: str, run_id: st
     )
     for r in records:
         logger.warning("quarantined at ingest: case=%s reason=%s", r.case_id or "-", r.reason)
-    return IngestSummary(
+    summary = IngestSummary(
         run_id=run_id,
         lesions_uri=lesions_uri,
         quarantine_uri=quarantine_uri,
@@ -72,3 +73,4 @@ def build_lesion_table(dataset: str, source_url: str, store_url: str, run_id: st
         rejected=len(records),
         skipped=len(absent),
     )
+    return completed_as(summary, QUARANTINED if records else None, f"{len(records)} case(s) quarantined at ingest")

@@ -17,6 +17,7 @@ from mammoseg.runreport import QuarantineRecord, redact, write_quarantine
 from mammoseg.settings import get_settings
 from mammoseg.storage import StoreError, open_store, open_uri
 from tasks.retry import IO_RETRIES
+from tasks.states import QUARANTINED, completed_as
 
 
 class MaskSpec(BaseModel):
@@ -101,7 +102,8 @@ def preprocess_one(spec: CaseSpec, source_url: str, store_url: str, params: Prep
     except PreprocessError as exc:
         reason = redact(str(exc), {spec.image_key: "<image>"} | {m.key: f"<mask {i}>" for i, m in enumerate(spec.masks, 1) if m.key})
         get_run_logger().warning("quarantined at preprocessing: case=%s %s", spec.case_id, reason)
-        return CaseOutcome(case_id=spec.case_id, ok=False, reason=reason, source=spec.image_key)
+        outcome = CaseOutcome(case_id=spec.case_id, ok=False, reason=reason, source=spec.image_key)
+        return completed_as(outcome, QUARANTINED, reason)  # the case's task run reads "Quarantined"
     return CaseOutcome(case_id=spec.case_id, ok=True, record=result.to_record(), pairing=result.pairing_records())
 
 
@@ -155,7 +157,7 @@ def finish_preprocess(
         manifest_uri = store.write_bytes(manifest_key(run_id), manifest.to_csv(index=False).encode(), "text/csv").uri
         contact_uri = _contact_sheet(store, run_id, manifest)
     computed = sum(1 for o in done if o.case_id in passed_ids and not o.record.get("cached"))
-    return PreprocessSummary(
+    summary = PreprocessSummary(
         run_id=run_id,
         manifest_uri=manifest_uri,
         contact_sheet_uri=contact_uri,
@@ -166,6 +168,8 @@ def finish_preprocess(
         quarantined=len(failed) + len(pairing_records),
         pairing_report_uri=pairing_uri,
     )
+    n_bad = len(failed) + len(pairing_records)
+    return completed_as(summary, QUARANTINED if n_bad else None, f"{n_bad} case(s) quarantined" if n_bad else None)
 
 
 def _contact_sheet(store, run_id: str, manifest: pd.DataFrame, limit: int = 32) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
+from mammoseg.links import artifact_key, browser_url
 from mammoseg.runreport import REPORT_STAGES, STAGES, RunReport, read_quarantine
 from mammoseg.settings import get_settings
 from mammoseg.storage import open_store, open_uri
@@ -46,9 +47,11 @@ def write_run_report(
         **counts,
     )
     uri = report.save(store)
+    settings = get_settings()
     create_markdown_artifact(
-        key="run-report" if stage is None else f"run-report-{stage}",
-        markdown=report.markdown(),
+        # one key per dataset: the reports of a retrain's datasets do not version each other
+        key=artifact_key(f"run-report-{dataset}" if stage is None else f"run-report-{stage}-{dataset}"),
+        markdown=report.markdown(link=lambda u: browser_url(u, settings)),
         description=f"mammoseg run {run_id}" + (f" ({stage})" if stage else ""),
     )
     return uri

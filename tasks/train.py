@@ -9,12 +9,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
 from pydantic import BaseModel
 
 from mammoseg.params import RetrainParams
-from mammoseg.settings import get_settings
-from mammoseg.storage import join_key, open_store, open_uri
+from mammoseg.settings import Settings, get_settings
+from mammoseg.storage import ObjectStore, join_key, open_store, open_uri
 from tasks.retry import IO_RETRIES
 
 
@@ -57,6 +61,53 @@ _TEXT_COLUMNS = {c: str for c in ("case_id", "patient_id", "dataset", "params_di
 def read_manifest(uri: str) -> pd.DataFrame:
     store, key = open_uri(uri, get_settings())
     return pd.read_csv(io.BytesIO(store.read_bytes(key)), dtype=_TEXT_COLUMNS)
+
+
+class EpochTable:
+    """The ``training-epochs`` artifact: a per-epoch table, updated in place after every epoch
+    (one artifact, not one version per epoch), and at the end the ``training-curves`` image."""
+
+    def __init__(self, run_id: str, total_epochs: int) -> None:
+        from mammoseg.training.curves import progress_markdown
+
+        self.run_id, self.total, self.rows = run_id, total_epochs, []
+        self.artifact_id = create_markdown_artifact(
+            key="training-epochs", markdown=progress_markdown([], total_epochs),
+            description=f"loss and validation Dice per epoch, run {run_id}",
+        )
+
+    @property
+    def epochs(self) -> int:
+        return len(self.rows)
+
+    def add(self, fold: int | None, epoch: int, logs: dict) -> None:
+        from prefect import get_client
+        from prefect.client.schemas.actions import ArtifactUpdate
+
+        from mammoseg.training.curves import progress_markdown
+
+        row = {k: float(v) for k, v in logs.items() if isinstance(v, int | float)} | {"epoch": float(epoch)}
+        self.rows.append(row if fold is None else row | {"fold": float(fold)})
+        with get_client(sync_client=True) as client:
+            client.update_artifact(self.artifact_id, ArtifactUpdate(data=progress_markdown(self.rows, self.total)))
+
+    def publish_curves(self, store: ObjectStore, settings: Settings) -> str | None:
+        """Write ``runs/<id>/model/training_curves.png``; an image artifact when a browser can
+        open it. Returns its URI (None: no epoch ran)."""
+        from prefect.artifacts import create_image_artifact
+
+        from mammoseg.links import browser_url
+        from mammoseg.training.curves import curves_png
+
+        if not self.rows:
+            return None
+        uri = store.write_bytes(join_key("runs", self.run_id, "model", "training_curves.png"),
+                                curves_png(self.rows), "image/png").uri
+        url = browser_url(uri, settings)
+        if url:
+            create_image_artifact(image_url=url, key="training-curves",
+                                  description=f"loss and Dice by epoch (blue: training, orange: validation), run {self.run_id}")
+        return uri
 
 
 @task(name="combine-manifests", **IO_RETRIES)
@@ -140,10 +191,12 @@ def train_unet(manifest_uri: str, split_uri: str, store_url: str, run_id: str, p
         )
     model_config, train_config = configs(params, plan.network_size)
     total_epochs = params.epochs * params.folds
-    progress = create_progress_artifact(0.0, key="training-progress", description=f"epochs of run {run_id}")
+    progress = create_progress_artifact(0.0, key="training-progress", description=f"training of run {run_id}: starting")
+    epochs_md = EpochTable(run_id, total_epochs)
 
     def on_epoch_end(fold: int, epoch: int, logs: dict) -> None:
         done = fold * params.epochs + epoch
+        epochs_md.add(fold if params.folds > 1 else None, epoch, logs)
         _progress_bar(done, total_epochs, logs.get("val_dice", float("nan")))
         logger.info(
             "%sepoch %d/%d loss=%.4f dice=%.3f val_loss=%.4f val_dice=%.3f lr=%.2g",
@@ -152,7 +205,9 @@ def train_unet(manifest_uri: str, split_uri: str, store_url: str, run_id: str, p
             logs.get("val_loss", float("nan")), logs.get("val_dice", float("nan")),
             logs.get("learning_rate", float("nan")),
         )
-        update_progress_artifact(progress, 100.0 * done / total_epochs)
+        update_progress_artifact(progress, 100.0 * done / total_epochs, description=(
+            f"epoch {done}/{total_epochs}: loss {logs.get('loss', float('nan')):.4f}, "
+            f"validation Dice {logs.get('val_dice', float('nan')):.3f}"))
 
     workdir = settings.work_dir / "runs" / run_id / "train"
     if params.folds > 1:
@@ -172,7 +227,8 @@ def train_unet(manifest_uri: str, split_uri: str, store_url: str, run_id: str, p
         results, model_path, history = [result], result.best_model_path, result.history
         images, masks = load_samples(store, val_rows)
         probs = Predictor(model, plan).predict_preprocessed(images, breast_masks=breast_masks(store, val_rows))
-    update_progress_artifact(progress, 100.0)
+    update_progress_artifact(progress, 100.0, description=f"done: {epochs_md.epochs} epochs, best validation Dice "
+                             f"{np.mean([r.best_val_dice for r in results]):.3f}")
     best_val_dice = float(np.mean([r.best_val_dice for r in results]))
     _progress_bar(total_epochs, total_epochs, best_val_dice)
     threshold = float(choose_threshold(list(probs), list(masks.astype(bool))))
@@ -182,6 +238,7 @@ def train_unet(manifest_uri: str, split_uri: str, store_url: str, run_id: str, p
         "/".join(str(r.best_epoch) for r in results), best_val_dice,
         f"out-of-fold predictions of {params.folds} folds" if params.folds > 1 else "validation", threshold,
     )
+    epochs_md.publish_curves(store, settings)
     model_uri = store.write_file(join_key("runs", run_id, "model", "model.keras"), model_path).uri
     plan_uri = store.write_bytes(join_key("runs", run_id, "model", PLAN_FILE), plan.to_json(), "application/json").uri
     return TrainOutcome(

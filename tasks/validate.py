@@ -15,6 +15,7 @@ from mammoseg.runreport import QuarantineRecord, write_quarantine
 from mammoseg.settings import get_settings
 from mammoseg.storage import ObjectStore, join_key, open_store, open_uri
 from tasks.retry import IO_RETRIES
+from tasks.states import EXPECTATIONS_FAILED, completed_as
 
 
 class GateOutcome(BaseModel):
@@ -57,9 +58,11 @@ def metadata_gate(lesions_uri: str, store_url: str, run_id: str) -> GateOutcome:
     records = [QuarantineRecord(stage="validate", reason=r, case_id=c) for c, r in decision.reasons.items()]
     write_quarantine(store, run_id, "validate", records)
     logger = get_run_logger()
-    logger.info("GX lesion_metadata: %s", "passed" if report.success else "failed")
+    # a failed suite is a warning (its cases are quarantined, the run goes on), not news
+    log = logger.info if report.success else logger.warning
+    log("GX lesion_metadata: %s", "passed" if report.success else "FAILED")
     for line in report.summary_text().splitlines():
-        logger.info(line)
+        log(line)
     for r in records:
         logger.warning("quarantined at validation: case=%s %s", r.case_id, r.reason)
     kept = table[~table["case_id"].isin(list(decision.reasons))]
@@ -68,7 +71,7 @@ def metadata_gate(lesions_uri: str, store_url: str, run_id: str) -> GateOutcome:
         validated_uri = store.write_bytes(lesions_key(run_id, "validated"), to_csv_bytes(kept), "text/csv").uri
     else:
         logger.error("gate closed: %s", decision.stop_reason)
-    return GateOutcome(
+    outcome = GateOutcome(
         run_id=run_id,
         suite="lesion_metadata",
         success=report.success,
@@ -81,3 +84,6 @@ def metadata_gate(lesions_uri: str, store_url: str, run_id: str) -> GateOutcome:
         cases_quarantined=len(records),
         stop_reason=decision.stop_reason,
     )
+    if report.success:
+        return outcome
+    return completed_as(outcome, EXPECTATIONS_FAILED, f"{len(records)} case(s) quarantined")

@@ -96,7 +96,7 @@ def definitions(threshold: float, n_boot: int, min_area: int, top_k: int | None 
         "iou_mean": "Mean over images of the per-image IoU TP/(TP+FP+FN).",
         "empty_masks": "An image with empty truth and empty prediction scores 1 (correct "
         "rejection); empty truth with any predicted pixel scores 0; a missed lesion scores 0.",
-        "dice_pooled": "2*sum(TP)/(2*sum(TP)+sum(FP)+sum(FN)) over all pixels of all images; "
+        "dice_pooled": "2·ΣTP / (2·ΣTP + ΣFP + ΣFN) over all pixels of all images; "
         "dominated by large lesions.",
         "ci": f"95% percentile interval of {n_boot} bootstrap resamples of patients (all images "
         "of a drawn patient are kept together); the point estimate uses all images."
@@ -173,8 +173,9 @@ class EvaluationResult:
             out["per_image"] = self.per_image.to_dict("records")
         return _jsonable(out)
 
-    def markdown_table(self) -> str:
-        """A Markdown summary (headline table, subgroups, detection, definitions)."""
+    def markdown_table(self, title: str = "Evaluation") -> str:
+        """A Markdown summary (headline table, subgroups, detection, definitions); ``title``
+        names the evaluated set (e.g. ``internal-test-cbis-ddsm``)."""
 
         def num(v: float | None) -> str:
             return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
@@ -185,8 +186,8 @@ class EvaluationResult:
 
         lines = [
             (
-                f"**Held-out evaluation** — {self.n_cases} images from {self.n_patients} patients, "
-                f"threshold {self.threshold:g} (chosen on validation)."
+                f"**{_md(title)}** — {self.n_cases} images from {self.n_patients} patients, "
+                f"threshold {round(self.threshold, 3):g} (chosen on validation)."
             ),
             "",
             "| metric | value | 95% CI (patient bootstrap) |",
@@ -210,8 +211,9 @@ class EvaluationResult:
             (
                 f"**Detection** ({d.n_lesions} lesions): sensitivity {num(d.sensitivity_at_0_5fp)} at "
                 f"0.5 FP/image, {num(d.sensitivity_at_1fp)} at 1 FP/image, "
-                f"{num(d.sensitivity_at_2fp)} at 2 FP/image; at the threshold "
-                f"{num(d.sensitivity_at_threshold)} with {num(d.fp_per_image_at_threshold)} FP/image."
+                f"{num(d.sensitivity_at_2fp)} at 2 FP/image; at the chosen threshold "
+                f"({round(self.threshold, 3):g}): sensitivity {num(d.sensitivity_at_threshold)} with "
+                f"{_fp(d.fp_per_image_at_threshold)} FP/image."
             ),
             "",
             "**Definitions**",
@@ -219,6 +221,13 @@ class EvaluationResult:
         ]
         lines += [f"- *{k}*: {v}" for k, v in self.definitions.items()]
         return "\n".join(lines) + "\n"
+
+
+def _fp(v: float | None) -> str:
+    """False positives per image: 2 decimals below 10, 1 above (88.4, not 88.400)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:.2f}" if v < 10 else f"{v:.1f}"
 
 
 def _md(text: object) -> str:

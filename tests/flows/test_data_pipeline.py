@@ -137,8 +137,11 @@ def test_gate_quarantines_failing_cases_or_stops(tmp_path, monkeypatch: pytest.M
     store.write_bytes(lesions_key(run_id, "ingest"), to_csv_bytes(table))
 
     monkeypatch.setenv("MAMMOSEG_QUARANTINE_MAX_FRACTION", "0.5")
-    gate = validate_flow(ingest.lesions_uri, store_url, run_id)
-    assert gate.stop_reason is None and gate.cases_quarantined == 1
+    state = validate_flow(ingest.lesions_uri, store_url, run_id, return_state=True)
+    # the failed suite shows in the run list as such, and the run still completes with its gate
+    assert state.is_completed() and state.name == "Expectations failed", state
+    gate = state.result()
+    assert gate.stop_reason is None and gate.cases_quarantined == 1 and not gate.success
     (record,) = [q for q in read_quarantine(store, run_id) if q.stage == "validate"]
     assert record.case_id == bad_case and "density" in record.reason
 

@@ -357,7 +357,12 @@ def test_preprocess_task_quarantines_bombs_and_processes_the_rest(tmp_path: Path
         tp.CaseSpec(case_id="TEXT", image_key="notes.png", masks=[]),
         tp.CaseSpec(case_id="B", image_key="good_b.dcm", masks=[]),
     ]
-    outcomes = {s.case_id: tp.preprocess_one.fn(s, str(src), str(tmp_path / "store"), PreprocessParams(size=32)) for s in specs}
+    from tasks.states import QUARANTINED, unwrap
+
+    returned = {s.case_id: tp.preprocess_one.fn(s, str(src), str(tmp_path / "store"), PreprocessParams(size=32)) for s in specs}
+    # a refused case ends its task run in a Completed state named "Quarantined" (the UI shows it)
+    assert {c for c, r in returned.items() if getattr(r, "name", None) == QUARANTINED} == {"PNGBOMB", "DCMBOMB", "MASKBOMB", "TEXT"}
+    outcomes = {c: unwrap(r) for c, r in returned.items()}
     assert outcomes["A"].ok and outcomes["B"].ok, outcomes
     assert outcomes["A"].record["n_lesions"] == 1
     budget = "declares 60000x60000 (width x height) = 3.6e9 pixels, above the 1e8-pixel budget"

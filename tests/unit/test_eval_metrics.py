@@ -228,6 +228,9 @@ def test_evaluation_result_is_json_safe_and_renders_markdown() -> None:
     md = res.markdown_table()
     assert "| Dice, mean per image | 0.852 |" in md
     assert "3 images from 2 patients" in md
+    assert md.startswith("**Evaluation**")
+    # no Markdown emphasis characters in the formulas (they rendered as italics in the UI)
+    assert "*" not in "".join(d["definitions"].values())
     # no lesion anywhere: sensitivity undefined -> null in JSON, "n/a" in Markdown
     normal = EvalCase("cs-n", "pt-9", np.zeros((16, 16), np.float32), np.zeros((16, 16), bool))
     r2 = evaluate([normal], threshold=0.5, n_boot=0)
@@ -356,4 +359,8 @@ def test_sensitivity_at_half_one_and_two_fp_per_image() -> None:
     assert det.sensitivity_at_1fp == 1.0 and det.sensitivity_at_2fp == 1.0
     d = res.to_dict()["detection"]
     assert (d["sensitivity_at_0_5fp"], d["sensitivity_at_1fp"], d["sensitivity_at_2fp"]) == (0.5, 1.0, 1.0)
-    assert "0.500 at 0.5 FP/image, 1.000 at 1 FP/image, 1.000 at 2 FP/image" in res.markdown_table()
+    md = res.markdown_table("heldout-x")
+    assert "0.500 at 0.5 FP/image, 1.000 at 1 FP/image, 1.000 at 2 FP/image" in md
+    # the threshold line names the chosen threshold, then the sensitivity and FP/image at it
+    at = f"at the chosen threshold (0.5): sensitivity {det.sensitivity_at_threshold:.3f} with "
+    assert at in md and md.startswith("**heldout-x**") and "Held-out evaluation" not in md

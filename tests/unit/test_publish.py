@@ -331,7 +331,7 @@ def test_model_card_content() -> None:
     assert "| mini-mias | train | 80 | 40 | 20 |" in card
     assert "by patient" in card
     assert "circles" in card and "synthetic" in card and "domain shift" in card
-    assert '"image_size": 256' in card
+    assert "| image_size | 256 |" in card and "```" not in card  # a table, no raw JSON
     assert "no shared patients" in card
     leaky = model_card(version="v", data=[], metrics={}, training_config={},
                        leakage_findings=["1 patient id(s) in both train and test: pt-1"])  # fmt: skip
@@ -366,6 +366,27 @@ def test_metrics_and_model_card_per_dataset() -> None:
     assert "| metric (inbreast, internal test split) | value | 95% CI |" in card
     assert "| heldout-mini-mias (primary) | mini-mias | held-out dataset | 4 | 2 | 0.300 |" in card
     assert "**heldout-mini-mias**" in card and "not trustworthy" in card and "circles" in card
+
+
+def test_model_card_training_section_reads_as_a_document() -> None:
+    """No raw JSON, numbers rounded, one threshold (the chosen one, not the monitoring cut-off)."""
+    config = {
+        "model": {"input_size": 64, "base_filters": 4, "depth": 2, "dropout": 0.1, "norm": "batch", "input_norm": "breast"},
+        "training": {"epochs": 20, "batch_size": 4, "learning_rate": 0.0010000000474974513, "loss": "focal_dice",
+                     "focal_alpha": 0.25, "focal_gamma": 2.0, "dice_weight": 1.0, "early_stopping_patience": 5,
+                     "lr_patience": 2, "lr_factor": 0.5, "min_learning_rate": 1e-06, "seed": 0,
+                     "lesion_oversample": 0.0, "augment": {"flip": True}, "threshold": 0.5},
+        "threshold": 0.75, "history": [{"val_dice": 0.4123}, {"val_dice": 0.5071234}],
+        "run_id": "r1", "datasets": {"train": ["cbis-ddsm"], "heldout": ["mini-mias"]}, "primary_set": "heldout-mini-mias",
+    }  # fmt: skip
+    card = model_card(version="v", data=[], metrics={}, training_config=config)
+    training = card[card.index("## Training"):]
+    assert "```" not in card and "{" not in training
+    assert "0.0010000000474974513" not in card and "learning rate 0.001," in training
+    assert "| decision threshold | 0.75 (chosen on the validation split) |" in training
+    assert "0.5 " not in training.replace("× 0.5", "")  # the monitoring threshold 0.5 is not shown
+    assert "| epochs run | 2; best validation Dice 0.507 |" in training
+    assert "U-Net, depth 2, 4 base filters, batch normalisation, dropout 0.1, input 64 px, input normalisation breast" in training
 
 
 def test_publish_and_gate_on_s3(s3_bucket: str, tmp_path: Path) -> None:
