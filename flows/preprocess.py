@@ -1,10 +1,11 @@
-"""Preprocess flow: fan out over cases (cached by content), then the pairing gate, then the run
-report."""
+"""Preprocess flow: fan out over cases (cached by content; on Dask or threads, see
+mammoseg/fanout.py), then the pairing gate, then the run report."""
 
 from __future__ import annotations
 
-from prefect import flow, unmapped
+from prefect import flow
 
+from mammoseg.fanout import fan_out
 from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.settings import get_settings
 from tasks.preprocess import PreprocessSummary, finish_preprocess, plan_cases, preprocess_one
@@ -22,10 +23,14 @@ def preprocess_flow(
     lesions_uri: str, source_url: str, store_url: str, run_id: str, params: PreprocessParams | None = None
 ) -> PreprocessResult:
     """``params``: how to preprocess (a model's plan's, or the settings' when None)."""
-    params = params or PreprocessParams.from_settings(get_settings())
+    settings = get_settings()
+    params = params or PreprocessParams.from_settings(settings)
     plan = plan_cases(lesions_uri, source_url)
-    futures = preprocess_one.map(plan.specs, unmapped(source_url), unmapped(store_url), unmapped(params))
-    outcomes = plan.refused + [f.result() for f in futures]
+    # one task per case, on a Dask cluster or the flow's thread pool (mammoseg/fanout.py)
+    outcomes = plan.refused + fan_out(
+        preprocess_one, {"spec": plan.specs},
+        {"source_url": source_url, "store_url": store_url, "params": params}, settings,
+    )
     summary = finish_preprocess(outcomes, lesions_uri, store_url, run_id)
     outputs = {
         "lesions": lesions_uri,
