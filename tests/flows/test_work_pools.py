@@ -69,3 +69,15 @@ def test_serve_needs_no_pool_and_pooled_deployments_need_both() -> None:
         pool_names(Settings())
     with pytest.raises(WorkPoolsUnset, match="^MAMMOSEG_GPU_WORK_POOL not set"):
         pool_names(Settings(cpu_work_pool="cpu"))
+
+
+def test_deploy_without_pools_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from mammoseg.cli import app
+
+    monkeypatch.delenv("MAMMOSEG_CPU_WORK_POOL", raising=False)
+    monkeypatch.delenv("MAMMOSEG_GPU_WORK_POOL", raising=False)
+    result = CliRunner().invoke(app, ["deploy", "--cpu-pool", "cpu-only"])
+    assert result.exit_code == 2
+    assert "MAMMOSEG_GPU_WORK_POOL not set" in result.output
