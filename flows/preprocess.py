@@ -8,7 +8,7 @@ from prefect import flow
 from mammoseg.fanout import fan_out
 from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.settings import get_settings
-from tasks.preprocess import PreprocessSummary, finish_preprocess, plan_cases, preprocess_one
+from tasks.preprocess import PreprocessSummary, finish_preprocess, plan_cases, preprocess_one, probe_cache
 from tasks.report import lesion_table_datasets, write_run_report
 
 
@@ -26,11 +26,15 @@ def preprocess_flow(
     settings = get_settings()
     params = params or PreprocessParams.from_settings(settings)
     plan = plan_cases(lesions_uri, source_url)
-    # one task per case, on a Dask cluster or the flow's thread pool (mammoseg/fanout.py)
-    outcomes = plan.refused + fan_out(
-        preprocess_one, {"spec": plan.specs},
+    # cases already in the content-addressed cache are answered here; one task per other case,
+    # on a Dask cluster or the flow's thread pool (mammoseg/fanout.py)
+    hits = probe_cache(plan.specs, source_url, store_url, params)
+    misses = [spec for spec, hit in zip(plan.specs, hits) if hit is None]
+    computed = iter(fan_out(
+        preprocess_one, {"spec": misses},
         {"source_url": source_url, "store_url": store_url, "params": params}, settings,
-    )
+    ))
+    outcomes = plan.refused + [hit if hit is not None else next(computed) for hit in hits]
     summary = finish_preprocess(outcomes, lesions_uri, store_url, run_id)
     outputs = {
         "lesions": lesions_uri,

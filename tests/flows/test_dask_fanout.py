@@ -67,3 +67,35 @@ def test_dask_cluster_gives_the_default_runners_manifest(tmp_path, monkeypatch, 
     assert quarantine == ref_quarantine
     assert len(quarantine) == 2 and {q[0] for q in quarantine} <= {"ingest", "preprocess", "pairing"}
     assert len(DEFECT_KINDS) >= 2
+
+
+def test_the_cache_probe_answers_unchanged_cases_and_only_them(tmp_path, monkeypatch) -> None:
+    from tasks.preprocess import plan_cases, probe_cache
+
+    monkeypatch.setenv("MAMMOSEG_FANOUT_RUNNER", "thread")
+    store_url = str(tmp_path / "store")
+    result, manifest, _ = _pipeline(store_url)
+    store = open_store(store_url, get_settings())
+    source_url = store.uri(SYNTH_CBIS_PREFIX).rstrip("/")
+    plan = plan_cases.fn(result.lesions_uri, source_url)
+    assert len(plan.specs) > 2
+    objects_before = sorted(o.key for o in store.list())
+
+    hits = probe_cache.fn(plan.specs, source_url, store_url, PREP64)
+    found = {h.case_id: h.record["npz_key"] for h in hits if h is not None}
+    assert found == dict(zip(manifest["case_id"], manifest["npz_key"]))  # every good case, same arrays
+    assert all(h.record["cached"] for h in hits if h is not None)
+    # the quarantined cases are no hits: their task reports them again
+    assert sum(h is None for h in hits) == len(plan.specs) - len(manifest)
+
+    # a changed image (new ETag) is a miss; an empty output store has no hit at all
+    changed = next(s for s, h in zip(plan.specs, hits) if h is not None)
+    source = open_store(source_url, get_settings())
+    source.write_bytes(changed.image_key, source.read_bytes(changed.image_key) + b"\0")
+    again = probe_cache.fn(plan.specs, source_url, store_url, PREP64)
+    assert [h is None for h in again] == [h is None or s is changed for s, h in zip(plan.specs, hits)]
+    assert probe_cache.fn(plan.specs, source_url, str(tmp_path / "empty"), PREP64) == [None] * len(plan.specs)
+    # the probe wrote nothing
+    assert sorted(o.key for o in store.list() if not o.key.startswith(SYNTH_CBIS_PREFIX)) == [
+        k for k in objects_before if not k.startswith(SYNTH_CBIS_PREFIX)
+    ]
