@@ -35,10 +35,14 @@ if str(REPO) not in sys.path:
 
 
 def _cluster(n: int):
+    """The LocalCluster the pipeline would start itself (mammoseg/fanout.py), with ``n`` workers."""
     from distributed import LocalCluster
 
+    from mammoseg.fanout import local_cluster_kwargs
+    from mammoseg.settings import get_settings
+
     t = time.perf_counter()
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(**local_cluster_kwargs(get_settings(dask_workers=n, dask_threads_per_worker=1)))
     return cluster, time.perf_counter() - t
 
 

@@ -47,6 +47,9 @@ def local_cluster_kwargs(settings: Settings) -> dict[str, Any]:
         "processes": True,
         "memory_limit": settings.dask_memory_limit,
         "dashboard_address": None,  # no web server per run
+        # OpenCV's own thread pool would start one thread per core in every worker process:
+        # as many threads as the worker has (Dask already sets OMP/MKL/OpenBLAS to 1)
+        "env": {"OPENCV_FOR_THREADS_NUM": str(settings.dask_threads_per_worker)},
     }
 
 
