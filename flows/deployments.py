@@ -141,3 +141,61 @@ def serve_deployments(
         asyncio.run(runner.start())
     except (KeyboardInterrupt, TerminationSignal):
         pass
+
+
+# --- work pools (issue 9): CPU stages and GPU training as separately pooled deployments -------
+
+#: Which pool each pooled deployment runs in: the data stages (ingest → validate → preprocess, and
+#: evaluation) on CPU workers, everything that trains on GPU workers. The per-case fan-out of the
+#: CPU stages goes to the Dask cluster named by MAMMOSEG_DASK_ADDRESS when one is set.
+POOLED = {
+    "data-pipeline": ("flows.data_pipeline:data_pipeline_flow", "cpu"),
+    "evaluate": ("flows.evaluate:evaluate_flow", "cpu"),
+    "retrain": ("flows.retrain:retrain_flow", "gpu"),
+}
+
+
+class WorkPoolsUnset(ValueError):
+    """Pooled deployments were asked for without MAMMOSEG_CPU_WORK_POOL / MAMMOSEG_GPU_WORK_POOL."""
+
+
+def pool_names(settings: Settings) -> dict[str, str]:
+    """``{"cpu": ..., "gpu": ...}`` from the settings; :class:`WorkPoolsUnset` when either is unset."""
+    missing = [f"MAMMOSEG_{k.upper()}_WORK_POOL" for k, v in (("cpu", settings.cpu_work_pool), ("gpu", settings.gpu_work_pool)) if not v]
+    if missing:
+        raise WorkPoolsUnset(f"{' and '.join(missing)} not set: name the work pools, or use `mammoseg serve` (no pools)")
+    return {"cpu": str(settings.cpu_work_pool), "gpu": str(settings.gpu_work_pool)}
+
+
+def build_pool_deployments(settings: Settings) -> list[RunnerDeployment]:
+    """The deployments for work pools (``prefect.yaml`` is the same in YAML): `data-pipeline` and
+    `evaluate` in the CPU pool, `retrain` and the served `retrain-weekly` / `new-data` (whose
+    chain trains) in the GPU pool. Workers run them from their working directory (the image's
+    app folder), with the settings of their own environment."""
+    import importlib
+
+    pools = pool_names(settings)
+    out: list[RunnerDeployment] = []
+    for name, (entrypoint, kind) in POOLED.items():
+        module, _, attr = entrypoint.partition(":")
+        flow_obj = getattr(importlib.import_module(module), attr)
+        out.append(flow_obj.to_deployment(
+            name, work_pool_name=pools[kind], tags=["mammoseg", f"pool:{kind}"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            description=f"{name} on the {kind.upper()} work pool {pools[kind]!r}.",
+        ))
+    for served in build_deployments(settings):
+        served.work_pool_name = pools["gpu"]
+        served.tags = [*served.tags, "pool:gpu"]
+        out.append(served)
+    return out
+
+
+def apply_pool_deployments(settings: Settings) -> list[str]:
+    """Register :func:`build_pool_deployments` with the Prefect API (the pools must exist:
+    ``prefect work-pool create <name> --type process``); their ``flow/deployment`` names."""
+    names = []
+    for deployment in build_pool_deployments(settings):
+        deployment.apply()
+        names.append(f"{deployment.flow_name}/{deployment.name}")
+    return names

@@ -1,13 +1,14 @@
-"""Preprocess flow: fan out over cases (cached by content), then the pairing gate, then the run
-report."""
+"""Preprocess flow: fan out over cases (cached by content; on Dask or threads, see
+mammoseg/fanout.py), then the pairing gate, then the run report."""
 
 from __future__ import annotations
 
-from prefect import flow, unmapped
+from prefect import flow
 
+from mammoseg.fanout import fan_out
 from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.settings import get_settings
-from tasks.preprocess import PreprocessSummary, finish_preprocess, plan_cases, preprocess_one
+from tasks.preprocess import PreprocessSummary, finish_preprocess, plan_cases, preprocess_one, probe_cache
 from tasks.report import lesion_table_datasets, write_run_report
 from tasks.states import QUARANTINED, completed_as, unwrap
 
@@ -23,10 +24,18 @@ def preprocess_flow(
     lesions_uri: str, source_url: str, store_url: str, run_id: str, params: PreprocessParams | None = None
 ) -> PreprocessResult:
     """``params``: how to preprocess (a model's plan's, or the settings' when None)."""
-    params = params or PreprocessParams.from_settings(get_settings())
+    settings = get_settings()
+    params = params or PreprocessParams.from_settings(settings)
     plan = plan_cases(lesions_uri, source_url)
-    futures = preprocess_one.map(plan.specs, unmapped(source_url), unmapped(store_url), unmapped(params))
-    outcomes = plan.refused + [f.result() for f in futures]
+    # cases already in the content-addressed cache are answered here; one task per other case,
+    # on a Dask cluster or the flow's thread pool (mammoseg/fanout.py)
+    hits = probe_cache(plan.specs, source_url, store_url, params)
+    misses = [spec for spec, hit in zip(plan.specs, hits) if hit is None]
+    computed = iter(fan_out(
+        preprocess_one, {"spec": misses},
+        {"source_url": source_url, "store_url": store_url, "params": params}, settings,
+    ))
+    outcomes = plan.refused + [hit if hit is not None else next(computed) for hit in hits]
     summary: PreprocessSummary = unwrap(finish_preprocess(outcomes, lesions_uri, store_url, run_id))
     outputs = {
         "lesions": lesions_uri,

@@ -481,6 +481,24 @@ def serve(
         raise typer.Exit(code=2) from exc
 
 
+@app.command()
+def deploy(
+    cpu_pool: Annotated[str | None, typer.Option(help="CPU work pool (default: MAMMOSEG_CPU_WORK_POOL).")] = None,
+    gpu_pool: Annotated[str | None, typer.Option(help="GPU work pool (default: MAMMOSEG_GPU_WORK_POOL).")] = None,
+) -> None:
+    """Register the work-pool deployments (data-pipeline, evaluate: CPU pool; retrain,
+    retrain-weekly, new-data: GPU pool) with the Prefect API; workers of the pools run them.
+    The Python equivalent of `prefect deploy --all` with prefect.yaml, plus new-data's trigger."""
+    from flows.deployments import WorkPoolsUnset, apply_pool_deployments
+
+    try:
+        names = apply_pool_deployments(_settings(cpu_work_pool=cpu_pool, gpu_work_pool=gpu_pool))
+    except WorkPoolsUnset as exc:
+        typer.echo(f"mammoseg deploy: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+    typer.echo("registered: " + ", ".join(names))
+
+
 def _run_text(title: str, result: dict[str, Any]) -> str:
     """The human-readable end of ``demo`` and ``retrain``: where things are, then one line per
     evaluated set (in-domain internal test splits, then held-out sets)."""

@@ -163,4 +163,5 @@ def load_predictor(model_uri: str, settings: Settings) -> Predictor:
             f"the plan feeds {plan.network_size}-px inputs but the model takes "
             f"{model_input_size(model)} px: model and plan do not belong together"
         )
-    return Predictor(model, plan)
+    # images or sliding windows per forward pass (MAMMOSEG_INFERENCE_BATCH_SIZE; larger on a GPU)
+    return Predictor(model, plan, settings.inference_batch_size)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -67,6 +68,58 @@ class Settings(BaseSettings):
             "Pixel budget of one decoded image: a file whose header declares more pixels is "
             "refused (ImageDecodeError) before any pixel is decoded."
         ),
+    )
+
+    # --- fan-out of per-case work (ingest/preprocess) on Dask: see mammoseg/fanout.py -----
+    fanout_runner: Literal["auto", "thread", "dask"] = Field(
+        default="auto",
+        description=(
+            "Task runner of the per-case fan-out. 'dask': a Dask cluster (MAMMOSEG_DASK_ADDRESS, "
+            "else a LocalCluster of worker processes); 'thread': Prefect's thread pool in the "
+            "flow's process; 'auto': dask when MAMMOSEG_DASK_ADDRESS is set or the run has at "
+            "least `dask_min_cases` cases, else thread (a cluster costs seconds to start)."
+        ),
+    )
+    dask_address: str | None = Field(
+        default=None, description="Scheduler of an existing Dask cluster, e.g. tcp://10.0.0.5:8786."
+    )
+    dask_workers: int | None = Field(
+        default=None, ge=1, description="LocalCluster worker processes (None: one per CPU core)."
+    )
+    dask_threads_per_worker: int = Field(default=1, ge=1)
+    dask_memory_limit: str = Field(
+        default="auto",
+        description="Memory limit per LocalCluster worker ('auto': the machine's memory / workers; "
+        "or e.g. '4GiB'); Dask spills, pauses and restarts workers beyond it.",
+    )
+    dask_min_cases: int = Field(
+        default=200, ge=1, description="'auto' runner: fewest cases for which a cluster is worth its start."
+    )
+
+    # --- training hardware (mammoseg/training/train.py: TrainConfig) ----------------------
+    train_precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        default="auto",
+        description="Keras dtype policy of training ('auto': mixed_float16 when a GPU is visible, "
+        "else float32); the sigmoid output is float32 in every policy.",
+    )
+    train_jit_compile: Literal["auto", "on", "off"] = Field(
+        default="auto", description="XLA for the train step ('auto': where it helps: JAX, or TF on a GPU)."
+    )
+    train_distribution: Literal["auto", "none", "data_parallel"] = Field(
+        default="auto",
+        description="'data_parallel': one replica per visible GPU (keras.distribution on JAX, "
+        "tf.distribute on TensorFlow); 'auto': data_parallel with more than one GPU.",
+    )
+    inference_batch_size: int = Field(
+        default=8, ge=1, description="Images, or sliding windows, per forward pass at inference (larger on a GPU)."
+    )
+
+    # --- work pools of the deployments (unset: `mammoseg serve` runs everything itself) ----
+    cpu_work_pool: str | None = Field(
+        default=None, description="Work pool of the ingest / preprocess / evaluate deployments."
+    )
+    gpu_work_pool: str | None = Field(
+        default=None, description="Work pool of the training deployment."
     )
 
     # --- validation gate -----------------------------------------------------------------

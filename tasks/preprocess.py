@@ -107,6 +107,53 @@ def preprocess_one(spec: CaseSpec, source_url: str, store_url: str, params: Prep
     return CaseOutcome(case_id=spec.case_id, ok=True, record=result.to_record(), pairing=result.pairing_records())
 
 
+class _CacheMiss(Exception):
+    """The case is not in the cache: answering it would decode pixels."""
+
+
+class _HeadersOnly:
+    """A view of a store for the cache probe: metadata and small reads pass, pixel reads
+    (``read_bytes`` of the source) raise :class:`_CacheMiss`."""
+
+    def __init__(self, store: Any, *, block_reads: bool) -> None:
+        self._store, self._block = store, block_reads
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("write") or name in {"compare_and_swap", "delete"}:
+            raise _CacheMiss(name)  # the probe never writes
+        if self._block and name in {"read_bytes", "read_with_info", "read_prefix", "open"}:
+            raise _CacheMiss(name)
+        return getattr(self._store, name)
+
+
+def _probe_one(spec: CaseSpec, source: Any, out: Any, params: PreprocessParams) -> CaseOutcome | None:
+    from mammoseg.preprocess import MaskRef, preprocess_case
+
+    refs = [MaskRef(key=m.key) if m.key else MaskRef(geometry=m.geometry) for m in spec.masks]
+    try:
+        result = preprocess_case(
+            _HeadersOnly(source, block_reads=True), spec.image_key, refs, _HeadersOnly(out, block_reads=False),
+            params, laterality=spec.laterality,
+        )
+    except Exception:  # a miss, bad input or a store fault: the case task decides (and retries)
+        return None
+    return CaseOutcome(case_id=spec.case_id, ok=True, record=result.to_record(), pairing=result.pairing_records())
+
+
+@task(name="probe-preprocess-cache", cache_policy=NO_CACHE, **IO_RETRIES)
+def probe_cache(specs: list[CaseSpec], source_url: str, store_url: str, params: PreprocessParams) -> list[CaseOutcome | None]:
+    """Each case's outcome when its arrays are already in the content-addressed cache (found by
+    the inputs' ETags, exactly as :func:`preprocess_case` looks them up: no pixel is read), else
+    None. Run in the flow's process before the fan-out, so an incremental re-run sends only new
+    cases to the workers instead of one task run per unchanged case."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = get_settings()
+    source, out = open_store(source_url, settings), open_store(store_url, settings)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return list(pool.map(lambda s: _probe_one(s, source, out, params), specs))
+
+
 @task(name="pairing-gate-and-manifest", **IO_RETRIES)
 def finish_preprocess(
     outcomes: list[CaseOutcome], lesions_uri: str, store_url: str, run_id: str

@@ -189,7 +189,7 @@ def train_unet(manifest_uri: str, split_uri: str, store_url: str, run_id: str, p
             f"the training arrays were preprocessed with parameters {sorted(digests)}, not the plan's "
             f"({plan.preprocess.digest()}): preprocess them with this run's settings"
         )
-    model_config, train_config = configs(params, plan.network_size)
+    model_config, train_config = configs(params, plan.network_size, settings)
     total_epochs = params.epochs * params.folds
     progress = create_progress_artifact(0.0, key="training-progress", description=f"training of run {run_id}: starting")
     epochs_md = EpochTable(run_id, total_epochs)
@@ -214,7 +214,7 @@ def train_unet(manifest_uri: str, split_uri: str, store_url: str, run_id: str, p
         # nnU-Net style: k fold models over train + val, each validated on its own fold; the
         # threshold is chosen on every pooled image's out-of-fold prediction.
         pool = manifest[manifest["split"].isin(["train", "val"])]
-        fitted = fit_folds(store, pool, params, plan, workdir, on_epoch_end)
+        fitted = fit_folds(store, pool, params, plan, workdir, on_epoch_end, settings)
         model, results = fitted.model, fitted.results
         _, masks = load_samples(store, pool)
         probs = np.stack([fitted.oof[c] for c in pool["case_id"]])
@@ -223,10 +223,11 @@ def train_unet(manifest_uri: str, split_uri: str, store_url: str, run_id: str, p
         history = [{**h, "fold": float(k)} for k, r in enumerate(results) for h in r.history]
     else:
         model, result = fit_one(store, train_rows, val_rows, params, plan, workdir,
-                                lambda e, logs: on_epoch_end(0, e, logs))
+                                lambda e, logs: on_epoch_end(0, e, logs), settings)
         results, model_path, history = [result], result.best_model_path, result.history
         images, masks = load_samples(store, val_rows)
-        probs = Predictor(model, plan).predict_preprocessed(images, breast_masks=breast_masks(store, val_rows))
+        probs = Predictor(model, plan, settings.inference_batch_size).predict_preprocessed(
+            images, breast_masks=breast_masks(store, val_rows))
     update_progress_artifact(progress, 100.0, description=f"done: {epochs_md.epochs} epochs, best validation Dice "
                              f"{np.mean([r.best_val_dice for r in results]):.3f}")
     best_val_dice = float(np.mean([r.best_val_dice for r in results]))

@@ -32,13 +32,17 @@ from mammoseg.storage import ObjectStore
 
 if TYPE_CHECKING:
     from mammoseg.model.unet import UNetConfig
+    from mammoseg.settings import Settings
     from mammoseg.training.train import TrainConfig, TrainResult
 
 EpochHook = Callable[[int, dict], None]
 
 
-def configs(params: RetrainParams, network_size: int) -> tuple[UNetConfig, TrainConfig]:
-    """The model and training configurations of ``params`` (one place for the mapping)."""
+def configs(
+    params: RetrainParams, network_size: int, settings: Settings | None = None
+) -> tuple[UNetConfig, TrainConfig]:
+    """The model and training configurations of ``params`` (one place for the mapping); the
+    machine's precision, XLA and multi-GPU settings from ``settings`` (defaults when None)."""
     from mammoseg.model.unet import UNetConfig
     from mammoseg.training.augment import AugmentConfig
     from mammoseg.training.train import TrainConfig
@@ -64,6 +68,10 @@ def configs(params: RetrainParams, network_size: int) -> tuple[UNetConfig, Train
         loss=params.loss, focal_alpha=params.focal_alpha, lesion_oversample=params.lesion_oversample,
         seed=params.seed, early_stopping_patience=params.early_stopping_patience,
         lr_patience=params.lr_patience, augment=augment,
+        **({} if settings is None else {
+            "mixed_precision": settings.train_precision, "jit_compile": settings.train_jit_compile,
+            "distribution": settings.train_distribution,
+        }),
     )
     return model_config, train_config
 
@@ -138,13 +146,14 @@ def _datasets(store: ObjectStore, train_rows: pd.DataFrame, val_rows: pd.DataFra
 
 def fit_one(
     store: ObjectStore, train_rows: pd.DataFrame, val_rows: pd.DataFrame, params: RetrainParams,
-    plan: ModelPlan, workdir: Path, on_epoch_end: EpochHook | None = None,
+    plan: ModelPlan, workdir: Path, on_epoch_end: EpochHook | None = None, settings: Settings | None = None,
 ) -> tuple[Any, TrainResult]:
-    """Train one model (resumable in ``workdir``); returns the best checkpoint and the result."""
+    """Train one model (resumable in ``workdir``); returns the best checkpoint and the result.
+    ``settings``: the machine's precision / XLA / multi-GPU choices (see :func:`configs`)."""
     from mammoseg.inference import load_model
     from mammoseg.training.train import train
 
-    model_config, train_config = configs(params, plan.network_size)
+    model_config, train_config = configs(params, plan.network_size, settings)
     train_ds, val_ds = _datasets(store, train_rows, val_rows, params, plan, train_config)
     result = train(model_config, train_config, train_ds, val_ds, workdir,
                    on_epoch_end=_budget_hook(params.max_train_minutes, on_epoch_end, params.budget_clock))
@@ -171,7 +180,7 @@ class FoldFit:
 
 def fit_folds(
     store: ObjectStore, pool: pd.DataFrame, params: RetrainParams, plan: ModelPlan, workdir: Path,
-    on_epoch_end: Callable[[int, int, dict], None] | None = None,
+    on_epoch_end: Callable[[int, int, dict], None] | None = None, settings: Settings | None = None,
 ) -> FoldFit:
     """k-fold cross-validation by patient over ``pool`` (``params.folds`` folds, within each
     dataset when the pool has a ``dataset`` column); the fold models averaged into one."""
@@ -190,7 +199,7 @@ def fit_folds(
     for k in range(params.folds):
         hook = (lambda e, logs, k=k: on_epoch_end(k, e, logs)) if on_epoch_end else None
         held = pool[folds == k]
-        model, result = fit_one(store, pool[folds != k], held, params, plan, workdir / f"fold{k}", hook)
+        model, result = fit_one(store, pool[folds != k], held, params, plan, workdir / f"fold{k}", hook, settings)
         images, _ = load_samples(store, held)
         probs = Predictor(model, plan).predict_preprocessed(images, breast_masks=breast_masks(store, held))
         for case_id, prob in zip(held["case_id"], probs):

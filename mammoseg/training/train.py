@@ -42,6 +42,11 @@ if TYPE_CHECKING:
 
 LossName = Literal["focal", "dice", "focal_dice"]
 PrecisionMode = Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"]
+JitMode = Literal["auto", "on", "off"]
+DistributionMode = Literal["auto", "none", "data_parallel"]
+#: TrainConfig fields that say *how* to run, not *what* to train: a run interrupted on one
+#: machine may resume on another (more GPUs, XLA off) without being refused.
+HARDWARE_FIELDS = ("jit_compile", "distribution")
 
 MONITOR = "val_dice"
 STATE_FILE = "state.json"
@@ -64,6 +69,14 @@ class TrainConfig:
     augmentation) and ``lesion_oversample`` are for building the training data set.
     ``tensorboard`` writes ``workdir/tb`` and needs the ``tensorboard`` package (not a
     dependency of the project).
+
+    GPU knobs (see :func:`resolve_distribution`): ``jit_compile`` ``"auto"`` lets Keras compile
+    the train step with XLA where it helps (JAX always; TensorFlow on a GPU without
+    ``tf.distribute``; never on a CPU, where XLA is slower), ``"on"``/``"off"`` force it.
+    ``distribution`` ``"data_parallel"`` replicates the model on every visible GPU and splits
+    each batch between them (``keras.distribution.DataParallel`` on JAX,
+    ``tf.distribute.MirroredStrategy`` on TensorFlow); ``"auto"`` does so when more than one GPU
+    is visible; ``batch_size`` stays the global batch.
     """
 
     epochs: int = 20
@@ -83,6 +96,8 @@ class TrainConfig:
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     threshold: float = 0.5
     tensorboard: bool = False
+    jit_compile: JitMode = "auto"
+    distribution: DistributionMode = "auto"
 
     def __post_init__(self) -> None:
         problems = []
@@ -104,6 +119,10 @@ class TrainConfig:
             problems.append(f"lesion_oversample must be in [0, 1) (got {self.lesion_oversample})")
         if not 0 < self.threshold < 1:
             problems.append(f"threshold must be in (0, 1) (got {self.threshold})")
+        if self.jit_compile not in ("auto", "on", "off"):
+            problems.append(f"jit_compile must be auto, on or off (got {self.jit_compile!r})")
+        if self.distribution not in ("auto", "none", "data_parallel"):
+            problems.append(f"distribution must be auto, none or data_parallel (got {self.distribution!r})")
         if problems:
             raise ValueError("invalid TrainConfig: " + "; ".join(problems))
 
@@ -165,6 +184,56 @@ def gpu_visible() -> bool:
     return False
 
 
+def visible_gpus() -> int:
+    """How many GPUs the active Keras backend sees."""
+    import keras
+
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return len(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return sum(1 for d in jax.devices() if d.platform == "gpu")
+    if backend == "torch":
+        import torch
+
+        return int(torch.cuda.device_count())
+    return 0
+
+
+def resolve_distribution(mode: DistributionMode, gpus: int | None = None) -> Literal["none", "data_parallel"]:
+    """``"auto"``: data-parallel when more than one GPU is visible (``gpus``, counted when None)."""
+    if mode == "auto":
+        return "data_parallel" if (visible_gpus() if gpus is None else gpus) > 1 else "none"
+    return mode
+
+
+@contextmanager
+def distribution_scope(mode: DistributionMode) -> Iterator[None]:
+    """Build, compile and fit inside this block to train data-parallel over the visible GPUs
+    (or every visible device when there is no GPU); a no-op for ``"none"``."""
+    import keras
+
+    if resolve_distribution(mode) == "none":
+        yield
+        return
+    backend = keras.config.backend()
+    if backend == "jax":
+        devices = keras.distribution.list_devices("gpu") if visible_gpus() else keras.distribution.list_devices()
+        with keras.distribution.DataParallel(devices=devices).scope():
+            yield
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.distribute.MirroredStrategy().scope():
+            yield
+    else:
+        raise ValueError(f"distribution='data_parallel' needs the jax or tensorflow backend (this is {backend})")
+
+
 def resolve_precision(mode: PrecisionMode) -> str:
     """The Keras dtype policy name for ``mode`` (``"auto"``: mixed_float16 on GPU, else float32)."""
     if mode == "auto":
@@ -223,6 +292,7 @@ def build_compiled_model(model_config: UNetConfig, train_config: TrainConfig) ->
             DiceScore(threshold=train_config.threshold, name="dice"),
             IoUScore(threshold=train_config.threshold, name="iou"),
         ],
+        jit_compile={"auto": "auto", "on": True, "off": False}[train_config.jit_compile],
     )
     return model
 
@@ -231,9 +301,8 @@ def build_compiled_model(model_config: UNetConfig, train_config: TrainConfig) ->
 
 
 def _fingerprint(model_config: UNetConfig, train_config: TrainConfig) -> dict[str, Any]:
-    return json.loads(
-        json.dumps({"model": model_config.to_dict(), "train": train_config.to_dict()})
-    )
+    train = {k: v for k, v in train_config.to_dict().items() if k not in HARDWARE_FIELDS}
+    return json.loads(json.dumps({"model": model_config.to_dict(), "train": train}))
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
@@ -456,6 +525,17 @@ def train(
     _write_json_atomic(state_path, state)
 
     keras.utils.set_random_seed(train_config.seed)
+    with distribution_scope(train_config.distribution):
+        return _fit(model_config, train_config, train_ds, val_ds, workdir, state, resumed, on_epoch_end, verbose)
+
+
+def _fit(
+    model_config: UNetConfig, train_config: TrainConfig, train_ds: Any, val_ds: Any, workdir: Path,
+    state: dict[str, Any], resumed: int, on_epoch_end: Callable[[int, dict], None] | None, verbose: int,
+) -> TrainResult:
+    import keras
+
+    state_path, best_path, backup_dir = workdir / STATE_FILE, workdir / BEST_FILE, workdir / "backup"
     model = build_compiled_model(model_config, train_config)
 
     checkpoint = keras.callbacks.ModelCheckpoint(
