@@ -8,7 +8,13 @@ from prefect import flow
 from mammoseg.fanout import fan_out
 from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.settings import get_settings
-from tasks.preprocess import PreprocessSummary, finish_preprocess, plan_cases, preprocess_one, probe_cache
+from tasks.preprocess import (
+    PreprocessSummary,
+    finish_preprocess,
+    plan_cases,
+    preprocess_one,
+    probe_cache,
+)
 from tasks.report import lesion_table_datasets, write_run_report
 from tasks.states import QUARANTINED, completed_as, unwrap
 

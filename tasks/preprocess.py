@@ -135,7 +135,7 @@ def _probe_one(spec: CaseSpec, source: Any, out: Any, params: PreprocessParams) 
             _HeadersOnly(source, block_reads=True), spec.image_key, refs, _HeadersOnly(out, block_reads=False),
             params, laterality=spec.laterality,
         )
-    except Exception:  # a miss, bad input or a store fault: the case task decides (and retries)
+    except Exception:  # noqa: BLE001 — a miss, bad input or a store fault: the case task decides (and retries)
         return None
     return CaseOutcome(case_id=spec.case_id, ok=True, record=result.to_record(), pairing=result.pairing_records())
 

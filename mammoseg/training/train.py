@@ -499,11 +499,7 @@ def train(
         )
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    state_path, best_path, backup_dir = (
-        workdir / STATE_FILE,
-        workdir / BEST_FILE,
-        workdir / "backup",
-    )
+    state_path, backup_dir = workdir / STATE_FILE, workdir / "backup"
 
     fingerprint = _fingerprint(model_config, train_config)
     state = _read_state(state_path)

@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.deployments import POOLED, WorkPoolsUnset, apply_pool_deployments, build_deployments, pool_names
+from flows.deployments import (
+    POOLED,
+    WorkPoolsUnset,
+    apply_pool_deployments,
+    build_deployments,
+    pool_names,
+)
 from mammoseg.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,7 +65,7 @@ def test_prefect_yaml_puts_each_deployment_in_the_same_pool() -> None:
     for name, (entrypoint, kind) in POOLED.items():
         module, _, attr = entrypoint.partition(":")
         assert by_name[name]["entrypoint"] == module.replace(".", "/") + ".py:" + attr
-        assert by_name[name]["work_pool"]["name"] == "{{ $MAMMOSEG_%s_WORK_POOL }}" % kind.upper()
+        assert by_name[name]["work_pool"]["name"] == "{{ $MAMMOSEG_" + kind.upper() + "_WORK_POOL }}"
     assert by_name["retrain-weekly"]["work_pool"]["name"] == "{{ $MAMMOSEG_GPU_WORK_POOL }}"
 
 
