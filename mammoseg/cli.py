@@ -283,7 +283,7 @@ def _dataset_sources(specs: list[str], source: str | None, default: str, option:
 @app.command()
 def predict(
     model: Annotated[str, typer.Option(help="URI or path of a model.keras (a published version's, or a run's); its plan.json beside it is used.")],
-    out: Annotated[Path, typer.Option(file_okay=False, help="Folder for <name>_mask.png, <name>_overlay.png and <name>_lesions.json.")],
+    out: Annotated[Path, typer.Option(file_okay=False, help="Folder for <name>_mask.png, <name>_overlay.png, <name>_lesions.json (and <name>_seg.dcm, a DICOM SEG, for a DICOM input).")],
     image: Annotated[
         list[Path] | None,
         typer.Option(dir_okay=False, metavar="PATH", help="A DICOM, PNG/PGM (8- or 16-bit) or JPEG; repeat for more images."),
@@ -321,10 +321,17 @@ def predict(
     predictor = _load_predictor(uri)
     cut = predictor.plan.threshold if threshold is None else threshold
     version = model_version(uri)
+    s = _settings()
+    seg_key = None  # DICOM inputs also get a DICOM SEG; a pseudonymous one needs the key
+    if s.seg_patient_module == "pseudonymous" and any(p.suffix.lower() in (".dcm", ".dicom") for p in paths):
+        from mammoseg.settings import require_pseudonym_key
+
+        seg_key = require_pseudonym_key(s)
     results, errors = [], []
     for path, name in zip(paths, output_names(paths), strict=True):
         try:
-            results.append(predict_file(predictor, path, out, threshold=cut, name=name, laterality=laterality, version=version))
+            results.append(predict_file(predictor, path, out, threshold=cut, name=name, laterality=laterality,
+                                        version=version, seg_patient=s.seg_patient_module, pseudonym_key=seg_key))
         except (OSError, ValueError, MemoryError) as exc:  # unreadable, undecodable (pixel budget included), no breast
             errors.append({"image": str(path), "error": _one_line(exc)})
             typer.echo(f"mammoseg predict: {path}: {_one_line(exc)}", err=True)
@@ -356,6 +363,7 @@ def _fail(message: str, *, code: int) -> NoReturn:
 def _load_predictor(model_uri: str):
     """The model and its plan, or a one-line error (exit 2): missing, corrupt, or a plan that
     cannot be honoured."""
+    from mammoseg.bundle import BundleError
     from mammoseg.inference import load_predictor
     from mammoseg.plan import PlanError
     from mammoseg.storage import ObjectNotFound, StoreError
@@ -364,6 +372,8 @@ def _load_predictor(model_uri: str):
         return load_predictor(model_uri, _settings())
     except ObjectNotFound:
         _fail(f"model not found: {model_uri}", code=2)
+    except BundleError as exc:
+        _fail(f"cannot use the model bundle of {model_uri}: {_one_line(exc)}", code=2)
     except PlanError as exc:
         _fail(f"cannot use the plan of {model_uri}: {_one_line(exc)}", code=2)
     except StoreError as exc:

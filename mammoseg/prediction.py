@@ -7,6 +7,8 @@ geometry**:
 * ``<name>_mask.png`` — 8-bit, 255 where ``prob >= threshold`` (every pixel over the threshold,
   as scored by the evaluation: no component is dropped from the mask);
 * ``<name>_overlay.png`` — the image with the predicted contours in red;
+* ``<name>_seg.dcm`` — for a DICOM input only: the same mask as a DICOM Segmentation object
+  over the source instance (:func:`mammoseg.seg.build_seg`; pixel data equal to the PNG mask);
 * ``<name>_lesions.json`` — the detection output (:func:`~mammoseg.evaluation.lesion_list`):
   components of the mask with at least :func:`min_area_original` pixels, highest score first,
   at most the plan's ``top_k``; plus the threshold, the model version (when the model is a
@@ -35,6 +37,7 @@ from mammoseg.publish import FILES, VERSIONS_PREFIX
 
 if TYPE_CHECKING:
     from mammoseg.inference import Predictor
+    from mammoseg.seg import PatientModule
     from mammoseg.preprocess import Transform
 
 #: File name endings read from an ``--input`` folder (case-insensitive).
@@ -92,6 +95,7 @@ class ImagePrediction:
     lesion_pixels: int
     n_lesions: int
     min_lesion_px: int  # in original pixels
+    seg: str | None = None  # <name>_seg.dcm for a DICOM input
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -108,8 +112,13 @@ def predict_file(
     name: str | None = None,
     laterality: str | None = None,
     version: str | None = None,
+    seg_patient: PatientModule = "pseudonymous",
+    pseudonym_key: str | None = None,
 ) -> ImagePrediction:
     """Predict one image file and write its mask, overlay and lesion list into ``out``.
+
+    A DICOM input also gets ``<name>_seg.dcm`` (patient module ``seg_patient``; the
+    pseudonymous one needs ``pseudonym_key``).
 
     Raises :class:`ValueError` (image decoding and preprocessing errors are ValueErrors) or
     :class:`OSError` for a file that cannot be used; nothing is written then.
@@ -118,13 +127,19 @@ def predict_file(
     from mammoseg.imageio import encode_png8, load_image
 
     name = name or path.stem
-    pixels = load_image(path.read_bytes(), path.name)
+    data = path.read_bytes()
+    pixels = load_image(data, path.name)
     prob, case = predictor.predict_original(pixels, laterality=laterality)
     prob = np.clip(prob, 0.0, 1.0)
     plan = predictor.plan
     mask = prob >= np.asarray(threshold, dtype=prob.dtype)
     min_area = min_area_original(plan.min_lesion_px, case.transform)
     lesions = lesion_list(prob, threshold, min_area=min_area, top_k=plan.top_k)
+    seg = None
+    if is_dicom(data):  # built before anything is written: a SEG that cannot be made fails the image
+        from mammoseg.seg import build_seg
+
+        seg = build_seg(data, mask, model_version=version, patient=seg_patient, pseudonym_key=pseudonym_key)
 
     out.mkdir(parents=True, exist_ok=True)
     mask_path = out / f"{name}_mask.png"
@@ -146,6 +161,10 @@ def predict_file(
         "lesions": [les.to_dict() for les in lesions],
     }
     lesions_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    seg_path = None
+    if seg is not None:
+        seg_path = out / f"{name}_seg.dcm"
+        seg_path.write_bytes(seg.data)
     return ImagePrediction(
         image=str(path),
         mask=str(mask_path),
@@ -156,4 +175,10 @@ def predict_file(
         lesion_pixels=int(mask.sum()),
         n_lesions=len(lesions),
         min_lesion_px=min_area,
+        seg=None if seg_path is None else str(seg_path),
     )
+
+
+def is_dicom(data: bytes) -> bool:
+    """A DICOM Part 10 file (``DICM`` at byte 128)."""
+    return len(data) >= 132 and data[128:132] == b"DICM"
