@@ -30,9 +30,9 @@ MODEL_FORMAT: Final = "keras-v3"
 INPUT_FORMATS: Final = ("DICOM (grayscale MG, single frame)", "PNG/PGM 8- or 16-bit", "JPEG")
 OUTPUT_FORMATS: Final = ("DICOM SEG (binary, segment 'lesion')", "PNG mask (0/255)", "lesion list JSON")
 INTENDED_USE: Final = (
-    "Research use only. Segments candidate breast lesions (masses) on 2-D mammograms to help "
-    "study and develop segmentation methods. Not a medical device; not for diagnosis or "
-    "treatment decisions; outputs must be reviewed by a qualified reader."
+    "Research and teaching: segmenting lesions (masses, calcification clusters) in mammograms to "
+    "study methods and pipelines. Not a medical device: not for diagnosis, screening or any "
+    "decision about a patient; outputs must be reviewed by a qualified reader."
 )
 LICENCE: Final = "Apache-2.0 (code); model weights inherit the terms of their training data"
 _LIBRARIES: Final = ("mammoseg", "keras", "tensorflow", "numpy", "opencv-python-headless", "pydicom", "highdicom")

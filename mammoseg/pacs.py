@@ -31,6 +31,8 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
+from mammoseg.storage import ObjectInfo, ObjectNotFound, ObjectStore, StoreError
+
 if TYPE_CHECKING:
     from mammoseg.settings import Settings
 
@@ -284,3 +286,104 @@ class Pacs:
         if not uid:
             raise PacsError("the PACS study has no Study Instance UID")
         return check_uid(str(uid))
+
+
+# ----------------------------------------------------------------------------------------------
+# a PACS as a (read-only) store: ``open_store("dicomweb://…")``
+# ----------------------------------------------------------------------------------------------
+
+
+def split_store_url(url: str) -> tuple[str, str]:
+    """``dicomweb://h:p/root/<study>/<series>`` → (``dicomweb://h:p/root``, ``<study>/<series>``):
+    trailing UID segments of the path are a key prefix inside the PACS."""
+    text = str(url).rstrip("/")
+    scheme, _, rest = text.partition("://")
+    host, _, path = rest.partition("/")
+    segments = [s for s in path.split("/") if s]
+    keys: list[str] = []
+    while segments and _UID.match(segments[-1]) and len(keys) < 3:
+        keys.insert(0, segments.pop())
+    return f"{scheme}://{host}" + ("/" + "/".join(segments) if segments else ""), "/".join(keys)
+
+
+
+class ReadOnlyStore(StoreError):
+    """A PACS store is read-only for the pipeline (results go back with STOW-RS, not as keys)."""
+
+
+class DicomWebStore(ObjectStore):
+    """A PACS seen as a store of DICOM files: key ``<study UID>/<series UID>/<SOP UID>.dcm``.
+
+    Listing is QIDO-RS (studies → image series → instances, every level paged); only image
+    series are listed (never SEG/SR/PR/KO), so ingest fetches only what it needs. Reading is
+    WADO-RS of one instance. An instance is immutable, so its ETag is its SOP Instance UID;
+    the size is only known once read (0 in listings). Writes raise :class:`ReadOnlyStore`.
+    """
+
+    def __init__(self, url: str, settings: Settings | None = None) -> None:
+        super().__init__()
+        root, prefix = split_store_url(url)
+        self.pacs = Pacs(root, settings)
+        self._prefix = prefix
+        self.url = self.pacs.address.url + (f"/{prefix}" if prefix else "")
+
+    def _full(self, key: str) -> str:
+        return "/".join(p for p in (self._prefix, key) if p)
+
+    def _parse(self, key: str) -> tuple[str, str, str]:
+        parts = self._full(key).split("/")
+        if len(parts) != 3 or not parts[2].endswith(".dcm"):
+            raise ObjectNotFound(key)
+        study, series, sop = parts[0], parts[1], parts[2][: -len(".dcm")]
+        try:
+            return check_uid(study), check_uid(series), check_uid(sop)
+        except PacsError:
+            raise ObjectNotFound(key) from None
+
+    def _info(self, full_key: str, size: int = 0) -> ObjectInfo:
+        key = full_key[len(self._prefix) + 1 :] if self._prefix else full_key
+        sop = full_key.rsplit("/", 1)[-1][: -len(".dcm")]
+        return ObjectInfo(key=key, size=size, etag=sop, uri=self.uri(key))
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        full = self._full(prefix)
+        if self._prefix or "/" in full:  # one study named: QIDO below it only
+            studies = [full.split("/", 1)[0]]
+        else:  # a study UID may be listed more than once (Orthanc files one study per patient)
+            studies = sorted(set(self.pacs.studies()))
+        for study in studies:
+            for series in sorted(self.pacs.image_series(study)):
+                for sop in sorted(self.pacs.instances(study, series)):
+                    k = f"{study}/{series}/{sop}.dcm"
+                    if k.startswith(full) and (not self._prefix or k.startswith(self._prefix + "/")):
+                        yield self._info(k)
+
+    def head(self, key: str) -> ObjectInfo:
+        study, series, sop = self._parse(key)
+        if sop not in self.pacs.instances(study, series):
+            raise ObjectNotFound(key)
+        return self._info(self._full(key))
+
+    def _open(self, key: str) -> tuple[Any, ObjectInfo]:
+        study, series, sop = self._parse(key)
+        try:
+            data = self.pacs.retrieve(study, series, sop)
+        except PacsError:
+            raise ObjectNotFound(key) from None
+        return BytesIO(data), self._info(self._full(key), len(data))
+
+    def _read_prefix(self, key: str, nbytes: int) -> bytes:
+        stream, _ = self._open(key)
+        return stream.read(nbytes)
+
+    def _put_stream(self, key: str, stream: Any, content_type: str | None) -> ObjectInfo:
+        raise ReadOnlyStore(f"{self.pacs.address.url} is a PACS: read-only for the pipeline")
+
+    def delete(self, key: str) -> None:
+        raise ReadOnlyStore(f"{self.pacs.address.url} is a PACS: read-only for the pipeline")
+
+    def _compare_and_swap(self, key: str, expected_etag: str | None, data: bytes, content_type: str | None) -> ObjectInfo:
+        raise ReadOnlyStore(f"{self.pacs.address.url} is a PACS: read-only for the pipeline")
+
+    def uri(self, key: str) -> str:
+        return "/".join(p for p in (self.pacs.address.url, self._full(key)) if p)

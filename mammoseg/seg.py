@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import numpy as np
 
@@ -163,14 +163,14 @@ def build_seg(
     )
 
 
-def _pseudonymise(seg: object, source: object, key: str) -> None:
+def _pseudonymise(seg: Any, source: Any, key: str) -> None:
     """Replace the copied patient module by the pseudonym; blank the other identifying fields."""
     from mammoseg.ids import patient_pseudonym
 
     pid = str(getattr(source, "PatientID", "") or "")
     pseudo = patient_pseudonym(key, "pacs", pid or str(getattr(source, "StudyInstanceUID", "")))
-    setattr(seg, "PatientID", pseudo)
-    setattr(seg, "PatientName", pseudo)
+    seg.PatientID = pseudo
+    seg.PatientName = pseudo
     for keyword in ("PatientBirthDate", "PatientSex", "AccessionNumber", "ReferringPhysicianName",
                     "StudyID", "StudyDate", "StudyTime"):
         setattr(seg, keyword, "")
@@ -178,8 +178,8 @@ def _pseudonymise(seg: object, source: object, key: str) -> None:
                     "PatientAge", "PatientAddress", "InstitutionName"):
         if keyword in seg:  # type: ignore[operator]
             delattr(seg, keyword)
-    setattr(seg, "PatientIdentityRemoved", "YES")
-    setattr(seg, "DeidentificationMethod", "mammoseg: keyed pseudonym (HMAC-SHA256) for patient id")
+    seg.PatientIdentityRemoved = "YES"
+    seg.DeidentificationMethod = "mammoseg: keyed pseudonym (HMAC-SHA256) for patient id"
 
 
 @dataclass(frozen=True)
