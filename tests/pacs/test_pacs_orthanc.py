@@ -126,6 +126,7 @@ def test_watcher_announces_each_stable_study_once(orthanc: LocalOrthanc, tmp_pat
     announced = watcher.poll_once()
     assert len(announced) == 1 and len(sent) == 1
     event, resource, payload, _ = sent[0]
+    assert payload["change_seq"] > base and payload["orthanc_study"] == announced[0].orthanc_study
     assert event == STUDY_ARRIVED and resource["mammoseg.pacs_url"] == orthanc.pacs_url
     assert resource["mammoseg.orthanc_study"] == announced[0].orthanc_study
     assert pacs.study_uid(announced[0].orthanc_study) == _study_uid(blobs[0])
