@@ -108,6 +108,12 @@ def _value(item: dict[str, Any], tag: str) -> str | None:
     return str(values[0]) if values else None
 
 
+def _check_orthanc_id(value: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{8}){4}", value):
+        raise PacsError("not an Orthanc study id")
+    return value
+
+
 @dataclass(frozen=True)
 class Change:
     """One entry of Orthanc's changes feed."""
@@ -277,10 +283,19 @@ class Pacs:
         except (KeyError, TypeError, ValueError):
             raise PacsError("the PACS changes feed is not Orthanc's (/changes)") from None
 
+    def study_has_images(self, orthanc_study_id: str) -> bool:
+        """Whether an Orthanc study holds a series to segment (not only SEG/SR/PR/KO results:
+        a pseudonymous SEG is filed by Orthanc as a study of its own, which needs no run)."""
+        _check_orthanc_id(orthanc_study_id)
+        series = self._rest_get(f"/studies/{orthanc_study_id}/series")
+        if not isinstance(series, list):
+            raise PacsError("the PACS answered an unexpected series list")
+        modalities = {str(((s or {}).get("MainDicomTags") or {}).get("Modality", "")).upper() for s in series}
+        return bool(modalities - NON_IMAGE_MODALITIES)
+
     def study_uid(self, orthanc_study_id: str) -> str:
         """The Study Instance UID of an Orthanc study id (its REST resource)."""
-        if not re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{8}){4}", orthanc_study_id or ""):
-            raise PacsError("not an Orthanc study id")
+        _check_orthanc_id(orthanc_study_id)
         doc = self._rest_get(f"/studies/{orthanc_study_id}")
         uid = ((doc or {}).get("MainDicomTags") or {}).get("StudyInstanceUID")
         if not uid:

@@ -172,7 +172,7 @@ def run_service(
             nonlocal watcher
             if watch:
                 watcher = _start_watcher(settings, stop, watch_interval_s)
-                _start_pacs_watcher(settings, stop)  # issue 10: only with MAMMOSEG_PACS_URL
+            _start_pacs_watcher(settings, stop)  # issue 10: only with MAMMOSEG_PACS_URL (daemon thread)
 
         with temporary_settings(updates={PREFECT_API_URL: url}):
             from flows.new_data import ensure_retrain_limit

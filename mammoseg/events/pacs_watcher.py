@@ -3,7 +3,9 @@
 Orthanc calls a study *stable* once no instance has arrived for ``StableAge`` seconds (its own
 per-study debounce: a study that arrives over several minutes is announced once, after its last
 instance). :meth:`PacsWatcher.poll_once` reads the changes feed after the last sequence number
-it saw (paged), and emits one ``mammoseg.study.arrived`` event per ``StableStudy`` change — the
+it saw (paged), and emits one ``mammoseg.study.arrived`` event per ``StableStudy`` change of a study that holds images
+(a study of only SEG/SR/PR/KO objects — e.g. our own pseudonymous SEGs, which Orthanc files
+under their own patient — is not announced) — the
 same kind of event, through the same :data:`~mammoseg.events.model.Emitter`, as the bucket
 watcher's ``mammoseg.object.created``:
 
@@ -146,7 +148,8 @@ class PacsWatcher:
             while True:
                 page = self.pacs.changes(position)
                 for change in page.changes:
-                    if change.change_type == "StableStudy" and change.resource_type == "Study":
+                    if (change.change_type == "StableStudy" and change.resource_type == "Study"
+                            and self.pacs.study_has_images(change.resource_id)):
                         name, resource, payload, event_id = study_event(
                             self.pacs.address.url, change.resource_id, change.seq,
                             key=self._pseudonym_key, event_time=now or datetime.now(UTC),

@@ -191,6 +191,9 @@ def test_inference_on_arrival_stores_a_seg_equal_to_the_png_mask_and_never_a_sec
     study = _study_uid(blobs[0])
     segs = [s for s, m in pacs.series(study) if m == "SEG"]
     assert len(segs) == 2  # found in Orthanc by study, one SEG series per image
+    # the pseudonymous SEGs form a study of their own in Orthanc: stable, but not announced
+    _wait_stable(pacs, watcher.load_state())
+    assert watcher.poll_once() == [] and len(events) == 1
 
     # read back each SEG and compare with what `mammoseg predict` writes for the same image
     from typer.testing import CliRunner
