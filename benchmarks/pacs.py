@@ -96,7 +96,7 @@ def main() -> None:
                         dep = client.read_deployment_by_name("infer-on-arrival/infer-on-arrival")
                         if client.read_resource_related_automations(f"prefect.deployment.{dep.id}"):
                             break
-                    except Exception:  # noqa: BLE001 - not registered yet
+                    except Exception:  # noqa: BLE001, S110 - not registered yet
                         pass
                     if time.monotonic() > deadline or served.poll() is not None:
                         raise SystemExit(f"the deployment was not served; see {work / 'serve.log'}")

@@ -75,6 +75,6 @@ def test_publish_writes_the_bundle_and_predict_refuses_a_foreign_one(tmp_path, m
     res = CliRunner().invoke(app, ["predict", "--model", model_uri, "--image", str(img), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert lines == [f"mammoseg: cannot use the model bundle of {model_uri}: the bundle declares model format "
-                     "'torchscript'; this mammoseg loads only 'keras-v3'"]
+    assert lines == [(f"mammoseg: cannot use the model bundle of {model_uri}: the bundle declares model format "
+                      "'torchscript'; this mammoseg loads only 'keras-v3'")]
     assert not (tmp_path / "o").exists()
