@@ -82,6 +82,10 @@ def main() -> None:
     with local_orthanc(stable_age_s=args.stable_age) as orthanc:
         api, server = ensure_server(f"http://127.0.0.1:{_free_port()}/api", work, timeout_s=180)
         os.environ["PREFECT_API_URL"] = api
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        api_settings = temporary_settings(updates={PREFECT_API_URL: api})
+        api_settings.__enter__()
         env = {**os.environ, "PYTHONPATH": str(REPO), "MAMMOSEG_PACS_URL": orthanc.pacs_url,
                "MAMMOSEG_STORE_URL": store_url, "MAMMOSEG_WORK_DIR": str(work / "work"),
                "PREFECT_RUNNER_POLL_FREQUENCY": str(args.runner_poll)}
@@ -161,6 +165,7 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 served.kill()
             log.close()
+            api_settings.__exit__(None, None, None)
             stop_server(server)
 
 

@@ -65,8 +65,8 @@ def synth(
 
 @app.command()
 def ingest(
-    source: Annotated[str, typer.Option(help="Dataset root: path, file:// or s3://bucket/prefix.")],
-    dataset: Annotated[str, typer.Option(help="cbis-ddsm | mini-mias | inbreast | cdd-cesm")] = "cbis-ddsm",
+    source: Annotated[str, typer.Option(help="Dataset root: path, file://, s3://bucket/prefix, or a PACS dicomweb://host:port/dicom-web[/<study>].")],
+    dataset: Annotated[str, typer.Option(help="cbis-ddsm | mini-mias | inbreast | cdd-cesm | dicom (unlabelled DICOMs, e.g. a PACS)")] = "cbis-ddsm",
     store: StoreOpt = None,
     run_id: Annotated[str | None, typer.Option(help="Run id (default: new).")] = None,
     as_json: JsonFlag = False,
@@ -292,6 +292,11 @@ def predict(
         Path | None,
         typer.Option("--input", file_okay=False, help="A folder: every DICOM/PNG/PGM/JPEG file in it, sorted by name."),
     ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(help="A store URL: every DICOM/PNG/PGM/JPEG object below it, e.g. a PACS study "
+                          "dicomweb://host:8042/dicom-web/<StudyInstanceUID> (fetched by WADO-RS; outputs named by pseudonym)."),
+    ] = None,
     threshold: Annotated[
         float | None,
         typer.Option(help="Probability cut-off in (0, 1] (default: the model plan's, chosen on validation)."),
@@ -315,8 +320,14 @@ def predict(
         if not found:
             _fail(f"--input {input_dir} holds no DICOM/PNG/PGM/JPEG file", code=2)
         paths += found
+    fetched = None
+    if source is not None:  # objects of a store (a PACS included) → local files named safely
+        import tempfile
+
+        fetched = tempfile.TemporaryDirectory(prefix="mammoseg-predict-")
+        paths += _fetch_source(source, Path(fetched.name))
     if not paths:
-        _fail("give --image (repeatable) or --input DIR", code=2)
+        _fail("give --image (repeatable), --input DIR or --source URL", code=2)
     uri = model if "://" in model else Path(model).resolve().as_uri()
     predictor = _load_predictor(uri)
     cut = predictor.plan.threshold if threshold is None else threshold
@@ -345,8 +356,43 @@ def predict(
         for r in results
     ]
     _emit(payload, as_json, "\n".join(lines))
+    if fetched is not None:
+        fetched.cleanup()
     if errors:
         raise typer.Exit(code=1)
+
+
+def _fetch_source(source: str, folder: Path) -> list[Path]:
+    """Every image object below the store URL ``source``, copied into ``folder``. Objects of a
+    PACS are named by the keyed pseudonym of their key (UIDs stay out of file names and output)."""
+    from mammoseg.ids import case_pseudonym
+    from mammoseg.pacs import PacsError, is_pacs_url
+    from mammoseg.prediction import IMAGE_SUFFIXES
+    from mammoseg.storage import StoreError, open_store
+
+    s = _settings()
+    try:
+        store = open_store(source, s)
+        pacs = is_pacs_url(source)
+        key = None
+        if pacs:
+            from mammoseg.settings import require_pseudonym_key
+
+            key = require_pseudonym_key(s)
+        out = []
+        for info in store.list(""):
+            suffix = Path(info.key).suffix.lower()
+            if suffix not in IMAGE_SUFFIXES:
+                continue
+            name = case_pseudonym(key, "dicom", info.key) if key else Path(info.key).stem
+            path = folder / f"{name}{suffix}"
+            path.write_bytes(store.read_bytes(info.key))
+            out.append(path)
+    except (StoreError, PacsError, ConnectionError) as exc:
+        _fail(f"cannot read --source {source}: {_one_line(exc)}", code=2)
+    if not out:
+        _fail(f"--source {source} holds no DICOM/PNG/PGM/JPEG object", code=2)
+    return sorted(out)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -264,3 +264,30 @@ def test_a_bad_instance_is_quarantined_and_the_study_goes_on(orthanc: LocalOrtha
     assert (result.segmented, result.quarantined) == (1, 1)
     assert "no pixel data" in result.quarantine[0]["reason"] and result.quarantine[0]["case_id"].startswith("cs-")
     assert len(pacs.instances(study, str(ds.SeriesInstanceUID))) == 2  # the source is untouched
+
+
+def test_predict_reads_a_pacs_study_and_names_outputs_by_pseudonym(orthanc: LocalOrthanc, tmp_path, monkeypatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from mammoseg.cli import app
+    from mammoseg.seg import read_seg
+    from mammoseg.synth.pacs import publish_spot_model
+
+    monkeypatch.setenv("MAMMOSEG_PSEUDONYM_KEY", "pacs-test-key")
+    model = publish_spot_model(str(tmp_path / "store"))
+    pacs = _pacs(orthanc)
+    blobs = synthetic_study(7, images=2, tag="predict")
+    _upload(pacs, blobs)
+    study = _study_uid(blobs[0])
+    res = CliRunner().invoke(app, ["predict", "--model", model, "--source", f"{orthanc.pacs_url}/{study}",
+                                   "--out", str(tmp_path / "out"), "--json"])
+    assert res.exit_code == 0, res.output
+    results = json.loads(res.stdout)["results"]
+    assert len(results) == 2 and all(Path(r["image"]).name.startswith("cs-") for r in results)
+    assert study not in res.stdout and not any(study in p.name for p in (tmp_path / "out").iterdir())
+    assert {read_seg(Path(r["seg"]).read_bytes()).study_uid for r in results} == {study}
+    dead = CliRunner().invoke(app, ["predict", "--model", model, "--source", "dicomweb://127.0.0.1:1/dicom-web",
+                                    "--out", str(tmp_path / "o2")])
+    assert dead.exit_code == 2 and "cannot read --source dicomweb://127.0.0.1:1/dicom-web" in dead.stderr
