@@ -113,13 +113,14 @@ def main() -> None:
             threading.Thread(target=watcher.run, args=(args.poll, stop), daemon=True).start()
             time.sleep(5)  # let the automation reach the server's trigger cache
 
-            latencies, studies = [], []
+            latencies, studies, arrivals = [], [], []
             for i in range(args.studies):
                 blobs = synthetic_study(1000 + i, tag="bench")
                 study = _study_uid(blobs[0])
                 for b in blobs:
                     pacs.store(b)
                 t0 = time.monotonic()
+                arrivals.append(datetime.now(UTC))
                 while not any(m == "SEG" for _, m in pacs.series(study)):
                     if time.monotonic() - t0 > 300:
                         raise SystemExit(f"no SEG for study {i} after 300 s; see {work / 'serve.log'}")
@@ -145,13 +146,22 @@ def main() -> None:
             with get_client(sync_client=True) as client:
                 runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
             seg_counts = [sum(1 for _, m in pacs.series(s) if m == "SEG") for s in studies]
+            # where the time goes: arrival → run created (watcher + StableAge + trigger),
+            # created → running (runner poll + process start), running → completed (the flow)
+            auto = sorted((r for r in runs if r.start_time and r.end_time), key=lambda r: r.created)[: len(arrivals)]
+            phases = {"arrival -> run created": [], "created -> running": [], "running -> completed": []}
+            for arrived, run in zip(arrivals, auto, strict=False):
+                phases["arrival -> run created"].append((run.created - arrived).total_seconds())
+                phases["created -> running"].append((run.start_time - run.created).total_seconds())
+                phases["running -> completed"].append((run.end_time - run.start_time).total_seconds())
             states = sorted({str(r.state_name) for r in runs})
 
             print()
-            print(f"machine: {os.cpu_count()} CPU(s); Orthanc StableAge {args.stable_age} s; watcher poll "
+            print(f"machine: {os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.1f}; Orthanc StableAge {args.stable_age} s; watcher poll "
                   f"{args.poll:g} s; runner poll {args.runner_poll} s; model: known-answer 1-layer, 32 px plan")
             print(f"arrival -> SEG stored over {len(latencies)} studies (1 image of 150x100 each): "
                   f"median {statistics.median(latencies):.2f} s, min {min(latencies):.2f} s, max {max(latencies):.2f} s")
+            print("median per phase: " + "; ".join(f"{k} {statistics.median(v):.2f} s" for k, v in phases.items() if v))
             print(f"re-announced {len(studies)} studies (new event ids) + 1 manual re-run: "
                   f"deployment flow runs {len(runs)} (states {', '.join(states)}), manual re-run segmented "
                   f"{again.segmented}, already segmented {again.already_segmented}; SEG series per study "
