@@ -134,6 +134,10 @@ def main() -> None:
             for oid in {c.resource_id for c in pacs.changes(0, limit=10000).changes if c.resource_type == "Study"}:
                 if pacs.study_has_images(oid):  # not the pseudonymous SEGs' own Orthanc studies
                     orthanc_ids[pacs.study_uid(oid)] = oid
+            from flows.deployments import PACS_DEBOUNCE_S
+
+            reannounced_at = datetime.now(UTC)
+            older = sum(1 for a in arrivals if (reannounced_at - a).total_seconds() > PACS_DEBOUNCE_S)
             for n, study in enumerate(studies):
                 name, resource, payload, _ = study_event(orthanc.pacs_url, orthanc_ids[study], 10**9 + n,
                                                          key=key, event_time=datetime.now(UTC))
@@ -142,10 +146,22 @@ def main() -> None:
 
             again = infer_on_arrival_flow(orthanc_study=orthanc_ids[studies[0]], pacs_url=orthanc.pacs_url,
                                           store_url=store_url, model_uri=model_uri)
-            time.sleep(20)  # time for any (wrongly) triggered second run to start and finish
-            with get_client(sync_client=True) as client:
-                runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
+            time.sleep(20)  # time for the trigger to act on the re-announcements
+            with get_client(sync_client=True) as client:  # then wait until every run is final
+                deadline = time.monotonic() + 900
+                while True:
+                    runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
+                    if all(r.state and r.state.is_final() for r in runs) or time.monotonic() > deadline:
+                        break
+                    time.sleep(2)
+            import json
+
+            from mammoseg.storage import open_store
+
+            reports = [json.loads(open_store(store_url).read_bytes(i.key)) for i in open_store(store_url).list("runs/")
+                       if i.key.endswith("report-infer.json")]
             seg_counts = [sum(1 for _, m in pacs.series(s) if m == "SEG") for s in studies]
+
             # where the time goes: arrival → run created (watcher + StableAge + trigger),
             # created → running (runner poll + process start), running → completed (the flow)
             auto = sorted((r for r in runs if r.start_time and r.end_time), key=lambda r: r.created)[: len(arrivals)]
@@ -162,10 +178,14 @@ def main() -> None:
             print(f"arrival -> SEG stored over {len(latencies)} studies (1 image of 150x100 each): "
                   f"median {statistics.median(latencies):.2f} s, min {min(latencies):.2f} s, max {max(latencies):.2f} s")
             print("median per phase: " + "; ".join(f"{k} {statistics.median(v):.2f} s" for k, v in phases.items() if v))
-            print(f"re-announced {len(studies)} studies (new event ids) + 1 manual re-run: "
-                  f"deployment flow runs {len(runs)} (states {', '.join(states)}), manual re-run segmented "
-                  f"{again.segmented}, already segmented {again.already_segmented}; SEG series per study "
-                  f"{seg_counts} -> second SEGs: {sum(c - 1 for c in seg_counts)}")
+            print(f"re-announced {len(studies)} studies (new event ids; trigger window {PACS_DEBOUNCE_S} s, "
+                  f"{older} of them first announced longer ago than that) + 1 manual "
+                  f"re-run: deployment flow runs {len(runs)} (states {', '.join(states)}); manual re-run segmented "
+                  f"{again.segmented}, already segmented {again.already_segmented}")
+            print(f"all {len(reports)} run reports: images segmented {sum(r['segmented'] for r in reports)}, "
+                  f"already segmented (nothing stored) {sum(r['already_segmented'] for r in reports)}; runs that stored "
+                  f"nothing {sum(1 for r in reports if r['segmented'] == 0)}; SEG series per study {seg_counts} "
+                  f"-> second SEGs: {sum(c - 1 for c in seg_counts)}")
             print(f"total {time.monotonic() - t_start:.0f} s")
         finally:
             stop.set()
