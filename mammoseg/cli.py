@@ -65,7 +65,7 @@ def synth(
 
 @app.command()
 def ingest(
-    source: Annotated[str, typer.Option(help="Dataset root: path, file://, s3://bucket/prefix, or a PACS dicomweb://host:port/dicom-web[/<study>].")],
+    source: Annotated[str, typer.Option(help="Dataset root: path, file://, s3://bucket/prefix, or a PACS dicomweb://host:port/dicom-web (optionally /<StudyInstanceUID>).")],
     dataset: Annotated[str, typer.Option(help="cbis-ddsm | mini-mias | inbreast | cdd-cesm | dicom (unlabelled DICOMs, e.g. a PACS)")] = "cbis-ddsm",
     store: StoreOpt = None,
     run_id: Annotated[str | None, typer.Option(help="Run id (default: new).")] = None,
