@@ -86,6 +86,56 @@ def new_data_trigger(settings: Settings, parameters: dict[str, str] | None = Non
     )
 
 
+INFER_ON_ARRIVAL = "infer-on-arrival"
+STUDY_ARRIVED = "mammoseg.study.arrived"
+#: The run's parameters from the study event: the PACS and Orthanc's study id (a hash, no UID).
+STUDY_PARAMETERS = {
+    "pacs_url": "{{ event.resource['mammoseg.pacs_url'] }}",
+    "orthanc_study": "{{ event.resource['mammoseg.orthanc_study'] }}",
+}
+
+
+def study_arrived_trigger(settings: Settings) -> DeploymentEventTrigger:
+    """`infer-on-arrival`'s trigger: one run per stable study of the configured PACS.
+
+    Orthanc's ``StableStudy`` is already the per-study debounce (no new instance for
+    ``StableAge`` s). This *Reactive* trigger, ``for_each`` study, then fires on the first
+    announcement and ignores re-announcements of that study for ``pacs_debounce_s``; later ones
+    start a run that finds every SEG already there and stores nothing (the flow is idempotent).
+    """
+    from mammoseg.pacs import parse_pacs_url
+
+    pacs = parse_pacs_url(settings.pacs_url).url if settings.pacs_url else "*"
+    return DeploymentEventTrigger(
+        name="mammoseg: study arrived in the PACS → DICOM SEG",
+        description="One run per study announced stable by the PACS watcher (mammoseg.study.arrived).",
+        expect={STUDY_ARRIVED},
+        for_each={"prefect.resource.id"},
+        posture=Posture.Reactive,
+        threshold=1,
+        within=timedelta(seconds=PACS_DEBOUNCE_S),
+        match={"mammoseg.pacs_url": pacs},
+        parameters=dict(STUDY_PARAMETERS),
+    )
+
+
+#: Re-announcements of one study within this many seconds start no second run.
+PACS_DEBOUNCE_S = 300
+
+
+def infer_on_arrival_deployment(settings: Settings) -> RunnerDeployment:
+    from flows.infer_on_arrival import infer_on_arrival_flow
+
+    return infer_on_arrival_flow.to_deployment(
+        INFER_ON_ARRIVAL,
+        triggers=[study_arrived_trigger(settings)],
+        concurrency_limit=one_at_a_time(),
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        tags=["mammoseg", "pacs"],
+        description="Segment a study that arrived in the PACS with the champion; store the DICOM SEG back (STOW-RS).",
+    )
+
+
 def build_deployments(settings: Settings) -> list[RunnerDeployment]:
     """`retrain-weekly` on ``settings.retrain_cron`` (UTC) and `new-data` on upload events.
 
@@ -114,7 +164,8 @@ def build_deployments(settings: Settings) -> list[RunnerDeployment]:
         description="Retrain after a burst of uploads to a dataset root (mammoseg.object.created events).",
         **common,
     )
-    return [weekly, new_data]
+    pacs = [infer_on_arrival_deployment(settings)] if settings.pacs_url else []  # issue 10
+    return [weekly, new_data, *pacs]
 
 
 def serve_deployments(

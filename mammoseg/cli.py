@@ -65,8 +65,8 @@ def synth(
 
 @app.command()
 def ingest(
-    source: Annotated[str, typer.Option(help="Dataset root: path, file:// or s3://bucket/prefix.")],
-    dataset: Annotated[str, typer.Option(help="cbis-ddsm | mini-mias | inbreast | cdd-cesm")] = "cbis-ddsm",
+    source: Annotated[str, typer.Option(help="Dataset root: path, file://, s3://bucket/prefix, or a PACS dicomweb://host:port/dicom-web (optionally /<StudyInstanceUID>).")],
+    dataset: Annotated[str, typer.Option(help="cbis-ddsm | mini-mias | inbreast | cdd-cesm | dicom (unlabelled DICOMs, e.g. a PACS)")] = "cbis-ddsm",
     store: StoreOpt = None,
     run_id: Annotated[str | None, typer.Option(help="Run id (default: new).")] = None,
     as_json: JsonFlag = False,
@@ -283,7 +283,7 @@ def _dataset_sources(specs: list[str], source: str | None, default: str, option:
 @app.command()
 def predict(
     model: Annotated[str, typer.Option(help="URI or path of a model.keras (a published version's, or a run's); its plan.json beside it is used.")],
-    out: Annotated[Path, typer.Option(file_okay=False, help="Folder for <name>_mask.png, <name>_overlay.png and <name>_lesions.json.")],
+    out: Annotated[Path, typer.Option(file_okay=False, help="Folder for <name>_mask.png, <name>_overlay.png, <name>_lesions.json (and <name>_seg.dcm, a DICOM SEG, for a DICOM input).")],
     image: Annotated[
         list[Path] | None,
         typer.Option(dir_okay=False, metavar="PATH", help="A DICOM, PNG/PGM (8- or 16-bit) or JPEG; repeat for more images."),
@@ -291,6 +291,11 @@ def predict(
     input_dir: Annotated[
         Path | None,
         typer.Option("--input", file_okay=False, help="A folder: every DICOM/PNG/PGM/JPEG file in it, sorted by name."),
+    ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(help="A store URL: every DICOM/PNG/PGM/JPEG object below it, e.g. a PACS study "
+                          "dicomweb://host:8042/dicom-web/<StudyInstanceUID> (fetched by WADO-RS; outputs named by pseudonym)."),
     ] = None,
     threshold: Annotated[
         float | None,
@@ -315,16 +320,29 @@ def predict(
         if not found:
             _fail(f"--input {input_dir} holds no DICOM/PNG/PGM/JPEG file", code=2)
         paths += found
+    fetched = None
+    if source is not None:  # objects of a store (a PACS included) → local files named safely
+        import tempfile
+
+        fetched = tempfile.TemporaryDirectory(prefix="mammoseg-predict-")
+        paths += _fetch_source(source, Path(fetched.name))
     if not paths:
-        _fail("give --image (repeatable) or --input DIR", code=2)
+        _fail("give --image (repeatable), --input DIR or --source URL", code=2)
     uri = model if "://" in model else Path(model).resolve().as_uri()
     predictor = _load_predictor(uri)
     cut = predictor.plan.threshold if threshold is None else threshold
     version = model_version(uri)
+    s = _settings()
+    seg_key = None  # DICOM inputs also get a DICOM SEG; a pseudonymous one needs the key
+    if s.seg_patient_module == "pseudonymous" and any(p.suffix.lower() in (".dcm", ".dicom") for p in paths):
+        from mammoseg.settings import require_pseudonym_key
+
+        seg_key = require_pseudonym_key(s)
     results, errors = [], []
     for path, name in zip(paths, output_names(paths), strict=True):
         try:
-            results.append(predict_file(predictor, path, out, threshold=cut, name=name, laterality=laterality, version=version))
+            results.append(predict_file(predictor, path, out, threshold=cut, name=name, laterality=laterality,
+                                        version=version, seg_patient=s.seg_patient_module, pseudonym_key=seg_key))
         except (OSError, ValueError, MemoryError) as exc:  # unreadable, undecodable (pixel budget included), no breast
             errors.append({"image": str(path), "error": _one_line(exc)})
             typer.echo(f"mammoseg predict: {path}: {_one_line(exc)}", err=True)
@@ -338,8 +356,43 @@ def predict(
         for r in results
     ]
     _emit(payload, as_json, "\n".join(lines))
+    if fetched is not None:
+        fetched.cleanup()
     if errors:
         raise typer.Exit(code=1)
+
+
+def _fetch_source(source: str, folder: Path) -> list[Path]:
+    """Every image object below the store URL ``source``, copied into ``folder``. Objects of a
+    PACS are named by the keyed pseudonym of their key (UIDs stay out of file names and output)."""
+    from mammoseg.ids import case_pseudonym
+    from mammoseg.pacs import PacsError, is_pacs_url
+    from mammoseg.prediction import IMAGE_SUFFIXES
+    from mammoseg.storage import StoreError, open_store
+
+    s = _settings()
+    try:
+        store = open_store(source, s)
+        pacs = is_pacs_url(source)
+        key = None
+        if pacs:
+            from mammoseg.settings import require_pseudonym_key
+
+            key = require_pseudonym_key(s)
+        out = []
+        for info in store.list(""):
+            suffix = Path(info.key).suffix.lower()
+            if suffix not in IMAGE_SUFFIXES:
+                continue
+            name = case_pseudonym(key, "dicom", info.key) if key else Path(info.key).stem
+            path = folder / f"{name}{suffix}"
+            path.write_bytes(store.read_bytes(info.key))
+            out.append(path)
+    except (StoreError, PacsError, ConnectionError) as exc:
+        _fail(f"cannot read --source {source}: {_one_line(exc)}", code=2)
+    if not out:
+        _fail(f"--source {source} holds no DICOM/PNG/PGM/JPEG object", code=2)
+    return sorted(out)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -356,6 +409,7 @@ def _fail(message: str, *, code: int) -> NoReturn:
 def _load_predictor(model_uri: str):
     """The model and its plan, or a one-line error (exit 2): missing, corrupt, or a plan that
     cannot be honoured."""
+    from mammoseg.bundle import BundleError
     from mammoseg.inference import load_predictor
     from mammoseg.plan import PlanError
     from mammoseg.storage import ObjectNotFound, StoreError
@@ -364,6 +418,8 @@ def _load_predictor(model_uri: str):
         return load_predictor(model_uri, _settings())
     except ObjectNotFound:
         _fail(f"model not found: {model_uri}", code=2)
+    except BundleError as exc:
+        _fail(f"cannot use the model bundle of {model_uri}: {_one_line(exc)}", code=2)
     except PlanError as exc:
         _fail(f"cannot use the plan of {model_uri}: {_one_line(exc)}", code=2)
     except StoreError as exc:

@@ -135,7 +135,9 @@ def load_predictor(model_uri: str, settings: Settings) -> Predictor:
 
     A model published before plans existed has none: its plan is then rebuilt from the model's
     input size and the ``threshold`` of its ``training_config.json`` (default preprocessing),
-    never from the environment. A plan that cannot be honoured raises :class:`PlanError`.
+    never from the environment. A plan that cannot be honoured raises :class:`PlanError`, and so
+    does a ``bundle.json`` beside the model whose declared formats cannot be honoured
+    (:class:`~mammoseg.bundle.BundleError`).
     """
     import json
 
@@ -144,6 +146,13 @@ def load_predictor(model_uri: str, settings: Settings) -> Predictor:
     store, key = open_uri(model_uri, settings)
     folder = key.rsplit("/", 1)[0] if "/" in key else ""
     sibling = f"{folder}/{{}}" if folder else "{}"
+    from mammoseg.bundle import BUNDLE_FILE, check_bundle, check_bundle_format
+
+    try:  # the model bundle: refuse one whose declared formats cannot be honoured, before loading
+        bundle: bytes | None = store.read_bytes(sibling.format(BUNDLE_FILE))
+        check_bundle_format(bundle)
+    except ObjectNotFound:
+        bundle = None  # published before bundles existed (or a run's model): the plan alone decides
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.keras"
         path.write_bytes(store.read_bytes(key))
@@ -158,6 +167,8 @@ def load_predictor(model_uri: str, settings: Settings) -> Predictor:
         except (ObjectNotFound, ValueError, TypeError, AttributeError):
             pass
         plan = ModelPlan(preprocess=PreprocessParams(size=model_input_size(model)), threshold=threshold)
+    if bundle is not None:
+        check_bundle(bundle, plan)
     if plan.network_size != model_input_size(model):
         raise PlanError(
             f"the plan feeds {plan.network_size}-px inputs but the model takes "

@@ -52,3 +52,8 @@ def validation_key(run_id: str, suite: str) -> str:
 
 SYNTH_CBIS_PREFIX = "raw/synthetic-cbis-ddsm"
 SYNTH_MIAS_PREFIX = "raw/synthetic-mini-mias"
+
+
+def inference_key(run_id: str, case_id: str, name: str) -> str:
+    """An inference output of one (pseudonymous) case: ``runs/<id>/inference/<case>/<name>``."""
+    return join_key(run_prefix(run_id), "inference", case_id, name)

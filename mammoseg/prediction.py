@@ -7,6 +7,8 @@ geometry**:
 * ``<name>_mask.png`` — 8-bit, 255 where ``prob >= threshold`` (every pixel over the threshold,
   as scored by the evaluation: no component is dropped from the mask);
 * ``<name>_overlay.png`` — the image with the predicted contours in red;
+* ``<name>_seg.dcm`` — for a DICOM input only: the same mask as a DICOM Segmentation object
+  over the source instance (:func:`mammoseg.seg.build_seg`; pixel data equal to the PNG mask);
 * ``<name>_lesions.json`` — the detection output (:func:`~mammoseg.evaluation.lesion_list`):
   components of the mask with at least :func:`min_area_original` pixels, highest score first,
   at most the plan's ``top_k``; plus the threshold, the model version (when the model is a
@@ -36,6 +38,7 @@ from mammoseg.publish import FILES, VERSIONS_PREFIX
 if TYPE_CHECKING:
     from mammoseg.inference import Predictor
     from mammoseg.preprocess import Transform
+    from mammoseg.seg import PatientModule, SegResult
 
 #: File name endings read from an ``--input`` folder (case-insensitive).
 IMAGE_SUFFIXES: Final = (".dcm", ".dicom", ".png", ".pgm", ".jpg", ".jpeg")
@@ -92,11 +95,70 @@ class ImagePrediction:
     lesion_pixels: int
     n_lesions: int
     min_lesion_px: int  # in original pixels
+    seg: str | None = None  # <name>_seg.dcm for a DICOM input
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["shape"] = list(self.shape)
         return d
+
+
+@dataclass(frozen=True)
+class ImageOutputs:
+    """What one image's prediction produced, before anything is written (pure)."""
+
+    pixels: np.ndarray  # the decoded original image
+    mask: np.ndarray  # bool, original geometry
+    report: dict[str, Any]  # the lesion list document (<name>_lesions.json)
+    seg: SegResult | None  # the DICOM SEG, for a DICOM input
+    min_area: int
+    n_lesions: int
+
+
+def predict_image(
+    predictor: Predictor,
+    data: bytes,
+    filename: str,
+    *,
+    threshold: float,
+    laterality: str | None = None,
+    version: str | None = None,
+    seg_patient: PatientModule = "pseudonymous",
+    pseudonym_key: str | None = None,
+) -> ImageOutputs:
+    """Decode, predict, threshold, list the lesions and (for DICOM ``data``) build the SEG.
+
+    ``filename`` only names the image in the report and gives the decoder its extension. Raises
+    :class:`ValueError` for an image that cannot be used (decoding, preprocessing, SEG).
+    """
+    from mammoseg.evaluation import lesion_list
+    from mammoseg.imageio import load_image
+
+    pixels = load_image(data, filename)
+    prob, case = predictor.predict_original(pixels, laterality=laterality)
+    prob = np.clip(prob, 0.0, 1.0)
+    plan = predictor.plan
+    mask = prob >= np.asarray(threshold, dtype=prob.dtype)
+    min_area = min_area_original(plan.min_lesion_px, case.transform)
+    lesions = lesion_list(prob, threshold, min_area=min_area, top_k=plan.top_k)
+    seg = None
+    if is_dicom(data):
+        from mammoseg.seg import build_seg
+
+        seg = build_seg(data, mask, model_version=version, patient=seg_patient, pseudonym_key=pseudonym_key)
+    report = {
+        "image": filename,
+        "shape": list(mask.shape),
+        "threshold": float(threshold),
+        "model_version": version,
+        "labels": list(plan.labels),
+        "min_lesion_px": min_area,
+        "min_lesion_px_plan_grid": plan.min_lesion_px,
+        "top_k": plan.top_k,
+        "coordinates": COORDINATES,
+        "lesions": [les.to_dict() for les in lesions],
+    }
+    return ImageOutputs(pixels=pixels, mask=mask, report=report, seg=seg, min_area=min_area, n_lesions=len(lesions))
 
 
 def predict_file(
@@ -108,44 +170,38 @@ def predict_file(
     name: str | None = None,
     laterality: str | None = None,
     version: str | None = None,
+    seg_patient: PatientModule = "pseudonymous",
+    pseudonym_key: str | None = None,
 ) -> ImagePrediction:
     """Predict one image file and write its mask, overlay and lesion list into ``out``.
+
+    A DICOM input also gets ``<name>_seg.dcm`` (patient module ``seg_patient``; the
+    pseudonymous one needs ``pseudonym_key``).
 
     Raises :class:`ValueError` (image decoding and preprocessing errors are ValueErrors) or
     :class:`OSError` for a file that cannot be used; nothing is written then.
     """
-    from mammoseg.evaluation import lesion_list, overlay_png
-    from mammoseg.imageio import encode_png8, load_image
+    from mammoseg.evaluation import overlay_png
+    from mammoseg.imageio import encode_png8
 
     name = name or path.stem
-    pixels = load_image(path.read_bytes(), path.name)
-    prob, case = predictor.predict_original(pixels, laterality=laterality)
-    prob = np.clip(prob, 0.0, 1.0)
-    plan = predictor.plan
-    mask = prob >= np.asarray(threshold, dtype=prob.dtype)
-    min_area = min_area_original(plan.min_lesion_px, case.transform)
-    lesions = lesion_list(prob, threshold, min_area=min_area, top_k=plan.top_k)
-
+    result = predict_image(
+        predictor, path.read_bytes(), path.name, threshold=threshold, laterality=laterality,
+        version=version, seg_patient=seg_patient, pseudonym_key=pseudonym_key,
+    )
+    mask = result.mask
     out.mkdir(parents=True, exist_ok=True)
     mask_path = out / f"{name}_mask.png"
     overlay_path = out / f"{name}_overlay.png"
     lesions_path = out / f"{name}_lesions.json"
     mask_path.write_bytes(encode_png8(mask.astype(np.uint8) * 255))
     title = f"{name} (red: prediction)"
-    overlay_path.write_bytes(overlay_png(pixels, np.zeros_like(mask), mask, title=title, max_side=1024))
-    report = {
-        "image": path.name,
-        "shape": list(mask.shape),
-        "threshold": float(threshold),
-        "model_version": version,
-        "labels": list(plan.labels),
-        "min_lesion_px": min_area,
-        "min_lesion_px_plan_grid": plan.min_lesion_px,
-        "top_k": plan.top_k,
-        "coordinates": COORDINATES,
-        "lesions": [les.to_dict() for les in lesions],
-    }
-    lesions_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    overlay_path.write_bytes(overlay_png(result.pixels, np.zeros_like(mask), mask, title=title, max_side=1024))
+    lesions_path.write_text(json.dumps(result.report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    seg_path = None
+    if result.seg is not None:
+        seg_path = out / f"{name}_seg.dcm"
+        seg_path.write_bytes(result.seg.data)
     return ImagePrediction(
         image=str(path),
         mask=str(mask_path),
@@ -154,6 +210,12 @@ def predict_file(
         shape=(int(mask.shape[0]), int(mask.shape[1])),
         threshold=float(threshold),
         lesion_pixels=int(mask.sum()),
-        n_lesions=len(lesions),
-        min_lesion_px=min_area,
+        n_lesions=result.n_lesions,
+        min_lesion_px=result.min_area,
+        seg=None if seg_path is None else str(seg_path),
     )
+
+
+def is_dicom(data: bytes) -> bool:
+    """A DICOM Part 10 file (``DICM`` at byte 128)."""
+    return len(data) >= 132 and data[128:132] == b"DICM"

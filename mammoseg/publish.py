@@ -63,16 +63,18 @@ COMPLETE_NAME: Final = "COMPLETE"
 FILES: Final = {
     "model": "model.keras",
     "plan": "plan.json",
+    "bundle": "bundle.json",
     "training_config": "training_config.json",
     "data_manifest": "data_manifest.json",
     "metrics": "metrics.json",
     "model_card": "MODEL_CARD.md",
 }
 
-#: Files a version may lack: versions published before plans existed have no ``plan.json``
+#: Files a version may lack: versions published before plans (bundles) existed have no ``plan.json``
+#: (``bundle.json``)
 #: (:func:`mammoseg.inference.load_predictor` then rebuilds the plan). Once ``COMPLETE`` lists
 #: one, it is checked like every other file.
-OPTIONAL_FILES: Final = frozenset({"plan"})
+OPTIONAL_FILES: Final = frozenset({"plan", "bundle"})
 
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -283,6 +285,10 @@ def publish_version(
         payloads["plan"] = plan.to_json()
     digest = _sha256(model_file)
     version = _check_version(version) if version else make_version_id(model_file, sha256=digest)
+    if plan is not None:  # the model bundle (mammoseg/bundle.py): formats, input spec, labels, versions
+        from mammoseg.bundle import make_bundle
+
+        payloads["bundle"] = make_bundle(plan, version=version).to_json()
     prefix = version_prefix(version)
     complete_key = join_key(prefix, COMPLETE_NAME)
     existing = _read_marker(store, version)

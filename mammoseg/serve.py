@@ -162,6 +162,24 @@ def start_file_server(settings: Settings) -> FileServer | None:
     return files
 
 
+def _start_pacs_watcher(settings: Settings, stop: threading.Event) -> threading.Thread | None:
+    """Poll the PACS's changes feed (``MAMMOSEG_PACS_URL``) for `infer-on-arrival`; state in
+    the pipeline store at ``watch/pacs.json``. None when no PACS is configured."""
+    if not settings.pacs_url:
+        return None
+    from mammoseg.events.pacs_watcher import PacsWatcher
+    from mammoseg.pacs import Pacs
+    from mammoseg.settings import require_pseudonym_key
+
+    watcher = PacsWatcher(Pacs(settings.pacs_url, settings), name="pacs", pseudonym_key=require_pseudonym_key(settings),
+                          state_store_url=settings.store_url, settings=settings)
+    thread = threading.Thread(target=watcher.run, kwargs={"interval_s": settings.pacs_poll_s, "stop_event": stop},
+                              name="mammoseg-pacs-watcher", daemon=True)
+    thread.start()
+    print(f"mammoseg serve: watching the PACS {watcher.pacs.address.url} every {settings.pacs_poll_s:g} s", file=sys.stderr)
+    return thread
+
+
 def run_service(
     settings: Settings, *, api_url: str | None = None, watch: bool = True, watch_interval_s: float = 30.0
 ) -> None:
@@ -185,6 +203,7 @@ def run_service(
             nonlocal watcher
             if watch:
                 watcher = _start_watcher(settings, stop, watch_interval_s)
+            _start_pacs_watcher(settings, stop)  # issue 10: only with MAMMOSEG_PACS_URL (daemon thread)
 
         with temporary_settings(updates={PREFECT_API_URL: url}):
             from flows.new_data import ensure_retrain_limit

@@ -190,6 +190,27 @@ class Settings(BaseSettings):
         description="Lifetime of presigned S3 URLs in UI artifacts (SigV4 allows 7 days at most).",
     )
 
+    # --- PACS (DICOMweb) and DICOM SEG output (issue 10) ---------------------------------
+    pacs_url: str | None = Field(
+        default=None,
+        description=(
+            "dicomweb://host:port/dicom-web (https: dicomwebs://) of the PACS that "
+            "`infer-on-arrival` watches and stores DICOM SEG results into (Orthanc)."
+        ),
+    )
+    pacs_username: str | None = Field(default=None, description="PACS HTTP basic-auth user.")
+    pacs_password: SecretStr | None = Field(default=None, description="PACS HTTP basic-auth password.")
+    pacs_page_size: int = Field(default=100, ge=1, le=10000, description="QIDO-RS / changes page size.")
+    pacs_poll_s: float = Field(default=5.0, gt=0, description="Seconds between polls of the PACS changes feed.")
+    pacs_timeout_s: float = Field(default=30.0, gt=0, description="HTTP timeout of one PACS request.")
+    seg_patient_module: Literal["pseudonymous", "copy"] = Field(
+        default="pseudonymous",
+        description=(
+            "Patient module of DICOM SEG outputs: the keyed pseudonym (default), or copied from "
+            "the source image (for a PACS that must file the SEG under the patient's record)."
+        ),
+    )
+
 
 #: The key every install used to share; refused, since anyone can reverse pseudonyms made with it.
 _PUBLIC_KEYS = frozenset({"mammoseg-public-demo-key"})

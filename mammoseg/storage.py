@@ -964,7 +964,8 @@ def make_s3_client(settings: Settings | None = None):
 
 
 def open_store(url: str | Path, settings: Settings | None = None) -> ObjectStore:
-    """``s3://bucket/prefix`` → :class:`S3Store`; a path or ``file://`` URL → :class:`LocalStore`."""
+    """``s3://bucket/prefix`` → :class:`S3Store`; a path or ``file://`` URL → :class:`LocalStore`;
+    ``dicomweb://host:port/dicom-web`` → a read-only PACS (:class:`mammoseg.pacs.DicomWebStore`)."""
     text = str(url)
     if text.startswith("s3://"):
         parsed = urlparse(text)
@@ -973,6 +974,10 @@ def open_store(url: str | Path, settings: Settings | None = None) -> ObjectStore
         return S3Store(parsed.netloc, parsed.path.strip("/"), settings=settings)
     if text.startswith("file://"):
         return LocalStore(unquote(urlparse(text).path))
+    if text.startswith(("dicomweb://", "dicomwebs://")):  # a PACS, read-only (mammoseg/pacs.py)
+        from mammoseg.pacs import DicomWebStore
+
+        return DicomWebStore(text, settings)
     if "://" in text:
         raise StoreError(
             f"unsupported store URL {_describe_url(text)} (use s3://, file:// or a path)"

@@ -60,6 +60,13 @@ def _mias_masses(store: ObjectStore, *, pseudonym_key: str) -> AdapterResult:
     return AdapterResult(lesions=lesions[keep.astype(bool)].reset_index(drop=True), rejects=rejects)
 
 
+def _dicom(store: ObjectStore, *, pseudonym_key: str) -> AdapterResult:
+    """Unlabelled DICOM images (a PACS through dicomweb://, or a folder of .dcm files)."""
+    from mammoseg.adapters.dicom_studies import load_dicom_studies
+
+    return load_dicom_studies(store, pseudonym_key=pseudonym_key)
+
+
 ADAPTERS: dict[str, Adapter] = {
     "cdd-cesm-dm": _cdd_cesm_dm,
     "mini-mias-masses": _mias_masses,
@@ -67,6 +74,7 @@ ADAPTERS: dict[str, Adapter] = {
     "mini-mias": _mias,
     "inbreast": _inbreast,
     "cdd-cesm": _cdd_cesm,
+    "dicom": _dicom,
 }
 
 

@@ -79,7 +79,8 @@ def test_folder_of_images_two_results_one_error_line(model_dir: Path, tmp_path: 
         assert mask.shape == (150, 100) and set(np.unique(mask)) <= {0, 255}
         assert Path(r["overlay"]).is_file() and Path(r["lesions_json"]).is_file()
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{s}_{k}" for s in ("a_scan", "b_scan") for k in ("mask.png", "overlay.png", "lesions.json")
+        [f"{s}_{k}" for s in ("a_scan", "b_scan") for k in ("mask.png", "overlay.png", "lesions.json")]
+        + ["b_scan_seg.dcm"]  # a DICOM input also gets its DICOM SEG (issue 10)
     )
     # the text summary says the same, and the exit code is still 1
     text = runner.invoke(app, ["predict", "--model", str(model_dir / "model.keras"), "--input", str(tmp_path / "in"),
