@@ -11,7 +11,12 @@ from mammoseg.settings import Settings
 def test_trigger_is_reactive_per_study_of_the_configured_pacs() -> None:
     from prefect.events.schemas.automations import Posture
 
-    from flows.deployments import PACS_DEBOUNCE_S, STUDY_ARRIVED, build_deployments, study_arrived_trigger
+    from flows.deployments import (
+        PACS_DEBOUNCE_S,
+        STUDY_ARRIVED,
+        build_deployments,
+        study_arrived_trigger,
+    )
 
     trig = study_arrived_trigger(Settings(pacs_url="dicomweb://pacs.local:8042/dicom-web/"))
     assert trig.expect == {STUDY_ARRIVED} and trig.posture == Posture.Reactive and trig.threshold == 1
