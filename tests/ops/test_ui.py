@@ -43,6 +43,7 @@ def ui_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium (.ci/run installs Debian's chromium)")
     pytest.importorskip("playwright")
+    from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.retrain import retrain_flow
@@ -67,6 +68,10 @@ def ui_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             data = synthesize(store_url=store_url, patients=6, height=128, width=96, mias_images=4, mias_size=64,
                               bad=2, seed=3)  # fmt: skip
             run_id = new_run_id()
+            # Prefect keeps one events worker per process, bound to the API URL it was created
+            # under (an earlier test's server): drain it so this run's events (task runs are
+            # recorded from them) go to this server, and again after, so they have all arrived
+            EventsWorker.drain_all(timeout=60)
             tiny = RetrainParams(size=64, base_filters=4, depth=2, epochs=2, batch_size=4, n_boot=100,
                                  early_stopping_patience=2)  # fmt: skip
             state = retrain_flow(
@@ -75,6 +80,8 @@ def ui_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
                 store_url, run_id, tiny, return_state=True,
             )
             assert state.is_completed(), state
+            EventsWorker.drain_all(timeout=120)
+            _wait_task_runs_recorded(state.state_details.flow_run_id)
             yield {"api": api, "ui": api.removesuffix("/api"), "run_id": run_id,
                    "flow_run_id": state.state_details.flow_run_id, "files": files.url}  # fmt: skip
     finally:
@@ -98,6 +105,19 @@ def _task_runs(flow_run_id) -> list:
 
     with _client() as c:
         return c.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+
+def _wait_task_runs_recorded(flow_run_id, timeout_s: float = 120.0) -> None:
+    """The server records task runs from their events, asynchronously: wait until the count of
+    a run's task runs is non-zero and has stopped changing."""
+    deadline, last = time.monotonic() + timeout_s, -1
+    while time.monotonic() < deadline:
+        n = len(_task_runs(flow_run_id))
+        if n and n == last:
+            return
+        last = n
+        time.sleep(2)
+    raise AssertionError(f"the server recorded {last} task runs of the retrain within {timeout_s:.0f} s")
 
 
 def _all_flow_runs() -> list:

@@ -33,6 +33,20 @@ def _study_uid(blob: bytes) -> str:
     return str(pydicom.dcmread(io.BytesIO(blob), stop_before_pixels=True).StudyInstanceUID)
 
 
+def _settled(orthanc: LocalOrthanc, timeout: float = 60.0) -> None:
+    """Wait until every study already in Orthanc is stable, so that a study an earlier test
+    uploaded cannot turn stable after a watcher's baseline and look like a new arrival."""
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        studies = requests.get(f"{orthanc.rest_url}/studies?expand", timeout=10).json()
+        if all(s.get("IsStable") for s in studies):
+            return
+        time.sleep(0.3)
+    raise AssertionError("Orthanc's studies did not all turn stable")
+
+
 def _wait_stable(pacs: Pacs, since: int, timeout: float = 30.0) -> list:
     """StableStudy changes after ``since`` (Orthanc's StableAge is 1 s here)."""
     deadline = time.monotonic() + timeout
@@ -118,6 +132,7 @@ def test_watcher_announces_each_stable_study_once(orthanc: LocalOrthanc, tmp_pat
         sent.append((event, resource, payload, id))
 
     watcher = PacsWatcher(pacs, name="t-watch", pseudonym_key="k", state_file=tmp_path / "w.json", emit=emit)
+    _settled(orthanc)
     assert watcher.poll_once() == [] and sent == []  # baseline: what is already there is not new
     base = watcher.load_state()
     blobs = synthetic_study(3, images=2, tag="watch")
@@ -149,6 +164,7 @@ def test_watcher_keeps_an_unsent_study_for_the_next_poll(orthanc: LocalOrthanc, 
         sent.append(id)
 
     watcher = PacsWatcher(pacs, name="t-retry", pseudonym_key="k", state_file=tmp_path / "w.json", emit=emit)
+    _settled(orthanc)
     watcher.poll_once()
     base = watcher.load_state()
     _upload(pacs, synthetic_study(4, tag="retry"))
@@ -176,6 +192,7 @@ def test_inference_on_arrival_stores_a_seg_equal_to_the_png_mask_and_never_a_sec
     events: list[dict] = []
     watcher = PacsWatcher(pacs, name="t-infer", pseudonym_key="k", state_file=tmp_path / "w.json",
                           emit=lambda e, r, **kw: events.append(r))
+    _settled(orthanc)
     watcher.poll_once()
     base = watcher.load_state()
     blobs = synthetic_study(5, images=2, tag="infer")
