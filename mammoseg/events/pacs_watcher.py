@@ -35,9 +35,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from mammoseg.events.model import Emitter, emit_to_prefect
+from mammoseg.events.state import read_state, write_state
 from mammoseg.events.watcher import WatcherStateError, state_key
 from mammoseg.ids import pseudonym
-from mammoseg.storage import ObjectNotFound, open_store
+from mammoseg.storage import open_store
 
 if TYPE_CHECKING:
     from mammoseg.pacs import Pacs
@@ -100,18 +101,9 @@ class PacsWatcher:
     # -- state ------------------------------------------------------------------------------
     def load_state(self) -> int | None:
         """The last change sequence number handled, or None before the first poll."""
-        if self._store is not None:
-            where = self._store.uri(self._key)
-            try:
-                data = self._store.read_bytes(self._key)
-            except ObjectNotFound:
-                return None
-        else:
-            assert self._file is not None
-            where = str(self._file)
-            if not self._file.is_file():
-                return None
-            data = self._file.read_bytes()
+        data, where = read_state(self._store, self._key, self._file)
+        if data is None:
+            return None
         try:
             doc = json.loads(data)
         except ValueError:
@@ -124,14 +116,7 @@ class PacsWatcher:
 
     def _save_state(self, last_seq: int) -> None:
         data = json.dumps({"version": _STATE_VERSION, "pacs_url": self.pacs.address.url, "last_seq": last_seq}).encode()
-        if self._store is not None:
-            self._store.write_bytes(self._key, data, "application/json")
-            return
-        assert self._file is not None
-        self._file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._file.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(self._file)
+        write_state(self._store, self._key, self._file, data)
 
     # -- polling ----------------------------------------------------------------------------
     def poll_once(self, *, now: datetime | None = None) -> list[StudyArrived]:

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,9 +34,9 @@ from mammoseg.events.model import (
     normalise_etag,
     relative_key,
 )
+from mammoseg.events.state import read_state, write_state
 from mammoseg.storage import (
     ObjectInfo,
-    ObjectNotFound,
     ObjectStore,
     UnsafeKeyError,
     join_key,
@@ -174,18 +172,9 @@ class Watcher:
     # -- state ------------------------------------------------------------------------------
     def load_state(self) -> dict[str, str] | None:
         """The persisted seen set (key → ETag), or None before the first poll."""
-        if self._state_store is not None:
-            where = self._state_store.uri(self._state_key)
-            try:
-                data = self._state_store.read_bytes(self._state_key)
-            except ObjectNotFound:
-                return None
-        else:
-            assert self._state_file is not None
-            where = str(self._state_file)
-            if not self._state_file.is_file():
-                return None
-            data = self._state_file.read_bytes()
+        data, where = read_state(self._state_store, self._state_key, self._state_file)
+        if data is None:
+            return None
         state = _State.from_json(data, where)
         if state.dataset_root != self.dataset_root:
             raise WatcherStateError(
@@ -196,19 +185,7 @@ class Watcher:
 
     def _save_state(self, objects: Mapping[str, str]) -> None:
         data = _State(self.dataset_root, dict(sorted(objects.items()))).to_json()
-        if self._state_store is not None:
-            self._state_store.write_bytes(self._state_key, data, "application/json")
-            return
-        assert self._state_file is not None
-        self._state_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".watch-", dir=self._state_file.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.replace(tmp, self._state_file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_state(self._state_store, self._state_key, self._state_file, data)
 
     # -- polling ----------------------------------------------------------------------------
     def _listing(self) -> list[ObjectInfo]:
