@@ -1,7 +1,7 @@
 """Scaling benchmark: the preprocess fan-out on 1 and 2 Dask worker processes, and the cost of an
 incremental re-run with no new data.
 
-    .venv/bin/python benchmarks/scaling.py [--patients 8 --height 2048 --width 1280 --json out.json]
+    .venv/bin/python benchmarks/scaling.py [--patients 6 --height 5000 --width 3000 --json out.json]
 
 Writes a synthetic CBIS-DDSM-shaped dataset (16-bit DICOMs, ``--height`` x ``--width``) to a
 temporary local store, starts a temporary Prefect server (``prefect_test_harness``), then:
@@ -127,9 +127,10 @@ def run(args: argparse.Namespace) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--patients", type=int, default=8)
-    parser.add_argument("--height", type=int, default=2048)
-    parser.add_argument("--width", type=int, default=1280)
+    # full-size CBIS-DDSM scans (~5000x3000 16-bit, the issue's setting); 6 patients = 16 images
+    parser.add_argument("--patients", type=int, default=6)
+    parser.add_argument("--height", type=int, default=5000)
+    parser.add_argument("--width", type=int, default=3000)
     parser.add_argument("--size", type=int, default=512, help="model-ready image size")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)

@@ -64,7 +64,8 @@ def data_pipeline_flow(
         source_url=source_url,
         store_url=store_url,
         counts=counts,
-        gate={"suite": gate.suite, "success": gate.success, "stop_reason": gate.stop_reason},
+        gate={"suite": gate.suite, "success": gate.success, "stop_reason": gate.stop_reason}
+        | ({"reused_from": gate.reused_from} if gate.reused_from else {}),
         outputs={k: v for k, v in outputs.items() if v},
     )
     if gate.stop_reason:

@@ -52,3 +52,13 @@ def validation_key(run_id: str, suite: str) -> str:
 
 SYNTH_CBIS_PREFIX = "raw/synthetic-cbis-ddsm"
 SYNTH_MIAS_PREFIX = "raw/synthetic-mini-mias"
+
+
+def validation_reuse_key(suite: str, digest: str) -> str:
+    """A passed validation of one exact table by one exact suite (``mammoseg.validation.reuse``)."""
+    return join_key("cache", "validation", suite, f"{digest}.json")
+
+
+def contact_sheet_cache_key(digest: str) -> str:
+    """A contact sheet by the digest of the manifest rows it shows (their content keys)."""
+    return join_key("cache", "contact-sheets", f"{digest}.png")
