@@ -62,3 +62,8 @@ def validation_reuse_key(suite: str, digest: str) -> str:
 def contact_sheet_cache_key(digest: str) -> str:
     """A contact sheet by the digest of the manifest rows it shows (their content keys)."""
     return join_key("cache", "contact-sheets", f"{digest}.png")
+
+
+def data_run_reuse_key(fingerprint: str) -> str:
+    """A completed data-pipeline run, by the fingerprint of everything it read (``mammoseg.rerun``)."""
+    return join_key("cache", "data-runs", f"{fingerprint}.json")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from flows.data_pipeline import data_pipeline_flow
+from flows.preprocess import preprocess_flow
 from mammoseg.layout import SYNTH_CBIS_PREFIX, new_run_id
 from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.settings import get_settings
@@ -35,18 +36,20 @@ def test_a_rerun_reuses_what_did_not_change_and_redoes_what_did(tmp_path) -> Non
     assert "reused_from" not in _report(store, first_id, "report.json")["gate"]
     assert "reused" not in _report(store, first_id, "validation/lesion_metadata.json")
 
-    # 1. nothing changed: GX not re-run (its passed result reused and said so), no case computed
+    # 1. nothing changed: the run is recognised as the first one's (same source objects,
+    # parameters, settings, code), its outputs copied to this run's folder, nothing recomputed
     again_id, again = run()
     assert (again.counts["preprocess_computed"], again.counts["preprocess_cached"]) == (0, n)
-    assert _report(store, again_id, "report.json")["gate"]["reused_from"] == first_id
-    for suite in ("lesion_metadata", "pairing"):
-        gx = _report(store, again_id, f"validation/{suite}.json")
-        assert gx["reused"]["from_run"] == first_id and gx["success"] and gx["run_name"] == again_id
-    assert not store.exists(f"runs/{again_id}/data_docs/index.html")  # the first run's docs are named
+    report = _report(store, again_id, "report.json")
+    assert report["gate"]["reused_from"] == first_id and report["gate"]["success"]
+    assert report["extra"]["reused_from"] == first_id
+    assert report["cases_preprocessed"] == n and report["quarantined_total"] == 0
+    assert not store.exists(f"runs/{again_id}/report-ingest.json")  # no stage flow ran
+    assert again.manifest_uri == store.uri(f"runs/{again_id}/preprocessed.csv")
+    for name in ("preprocessed.csv", "contact_sheet.png", "lesions-validated.csv", "lesions-ingest.csv"):
+        assert store.read_bytes(f"runs/{again_id}/{name}") == store.read_bytes(f"runs/{first_id}/{name}")
     assert again.data_docs_uri == first.data_docs_uri
-    assert again.counts["cases_validated"] == first.counts["cases_validated"]
-    assert store.read_bytes(f"runs/{again_id}/contact_sheet.png") == store.read_bytes(f"runs/{first_id}/contact_sheet.png")
-    assert store.read_bytes(f"runs/{again_id}/lesions-validated.csv") == store.read_bytes(f"runs/{first_id}/lesions-validated.csv")
+    assert report["outputs"]["gx_data_docs"] == first.data_docs_uri
 
     # 2. one full mammogram's pixels changed: exactly that case is recomputed
     images = sorted(
@@ -75,3 +78,17 @@ def test_a_rerun_reuses_what_did_not_change_and_redoes_what_did(tmp_path) -> Non
     assert store.exists(f"runs/{csv_id}/data_docs/index.html")
     assert csv_run.counts["cases_validated"] == n
     assert csv_run.counts["preprocess_computed"] == 0  # no image changed
+
+
+def test_a_rerun_of_a_stage_reuses_the_pairing_suite_and_the_contact_sheet(tmp_path) -> None:
+    store = open_store(str(tmp_path / "store"), get_settings())
+    generate_cbis(store, CbisSynthParams(n_patients=1, height=128, width=96, seed=2, n_bad=0, prefix=SYNTH_CBIS_PREFIX))
+    source_url = store.uri(SYNTH_CBIS_PREFIX).rstrip("/")
+    first_id = new_run_id()
+    first = data_pipeline_flow("cbis-ddsm", source_url, store.url, first_id, PREP)
+    again_id = new_run_id()
+    again = preprocess_flow(first.lesions_uri, source_url, store.url, again_id, PREP)
+    assert again.computed == 0 and again.cached == first.counts["cases_preprocessed"]
+    pairing = _report(store, again_id, "validation/pairing.json")
+    assert pairing["reused"]["from_run"] == first_id and pairing["success"]
+    assert store.read_bytes(f"runs/{again_id}/contact_sheet.png") == store.read_bytes(f"runs/{first_id}/contact_sheet.png")
