@@ -51,6 +51,16 @@ def test_a_rerun_reuses_what_did_not_change_and_redoes_what_did(tmp_path) -> Non
     assert again.data_docs_uri == first.data_docs_uri
     assert report["outputs"]["gx_data_docs"] == first.data_docs_uri
 
+    # 1b. a damaged record of the previous run is no reason to skip work: the run goes in full
+    # (the stages still find their caches: GX reused, every case a cache hit)
+    records = [o.key for o in store.list("cache/data-runs/")]
+    assert len(records) == 1
+    store.write_bytes(records[0], b"{damaged")
+    full_id, full = run()
+    assert store.exists(f"runs/{full_id}/report-ingest.json")  # the stage flows ran
+    assert (full.counts["preprocess_computed"], full.counts["preprocess_cached"]) == (0, n)
+    assert _report(store, full_id, "report.json")["gate"]["reused_from"] == first_id  # GX result reused
+
     # 2. one full mammogram's pixels changed: exactly that case is recomputed
     images = sorted(
         o.key for o in source.list()
