@@ -158,8 +158,6 @@ def affine_transform(config: AugmentConfig, size: int, seed: tf.Tensor) -> tf.Te
     centre) to the *input* location it samples: ``x_in = a0·x + a1·y + a2``,
     ``y_in = b0·x + b1·y + b2`` (the last two entries, the projective part, are 0).
     """
-    import tensorflow as tf
-
     return _affine_from_uniforms(config, size, _uniforms(seed))
 
 

@@ -28,7 +28,7 @@ def test_a_rerun_reuses_what_did_not_change_and_redoes_what_did(tmp_path) -> Non
     )
     source_url = store.uri(SYNTH_CBIS_PREFIX).rstrip("/")
     source = open_store(source_url, get_settings())
-    run = lambda: (rid := new_run_id(), data_pipeline_flow("cbis-ddsm", source_url, store.url, rid, PREP))  # noqa: E731
+    run = lambda: (rid := new_run_id(), data_pipeline_flow("cbis-ddsm", source_url, store.url, rid, PREP))
 
     first_id, first = run()
     n = first.counts["cases_preprocessed"]

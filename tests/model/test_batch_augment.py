@@ -10,9 +10,9 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from mammoseg.storage import LocalStore  # noqa: E402
-from mammoseg.training.augment import AugmentConfig, augment_batch, augment_pair  # noqa: E402
-from mammoseg.training.dataset import make_dataset  # noqa: E402
+from mammoseg.storage import LocalStore
+from mammoseg.training.augment import AugmentConfig, augment_batch, augment_pair
+from mammoseg.training.dataset import make_dataset
 
 SIZE = 32
 RECIPE = AugmentConfig(seed=5, keep_background=True, gamma=0.4, blur_sigma=1.5, noise_std=0.03, brightness=0.15)
