@@ -13,6 +13,7 @@ TensorFlow is imported inside :func:`make_dataset`, never at module import.
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 #: ``cache="auto"``: decoded arrays up to this size are read once and kept in memory; a larger
 #: training set streams from the store (each NPZ read when drawn, every epoch).
 CACHE_BUDGET_BYTES: int = 2 * 1024**3
+#: Batches read and augmented in parallel, and batches prefetched, by the per-batch pipeline.
+BATCHES_IN_FLIGHT: int = 4
 
 
 class DatasetError(ValueError):
@@ -264,14 +267,17 @@ def make_dataset(
     if augmenting:  # one [2] seed per sample, the k-th sample drawn gets the k-th seed
         seeds = tf.data.Dataset.random(seed=augment.seed, rerandomize_each_iteration=True).batch(2)
     if per_batch:
+        # a fixed number of batches in flight: AUTOTUNE would size a map over *batches* like
+        # one over images (up to one call per core), holding batch_size times the memory
+        parallel = min(BATCHES_IN_FLIGHT, os.cpu_count() or 1)
         if augmenting:
             ds = tf.data.Dataset.zip(order, seeds).batch(batch_size).map(
                 lambda idx, seed: augment_batch(*load_batch(idx), augment, seed, warp),
-                num_parallel_calls=tf.data.AUTOTUNE,
+                num_parallel_calls=parallel,
             )
         else:
-            ds = order.batch(batch_size).map(load_batch, num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.prefetch(tf.data.AUTOTUNE)
+            ds = order.batch(batch_size).map(load_batch, num_parallel_calls=parallel)
+        return ds.prefetch(BATCHES_IN_FLIGHT)
     ds = order.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     if augmenting:
         ds = tf.data.Dataset.zip(ds, seeds).map(
