@@ -11,7 +11,7 @@ from mammoseg.layout import data_run_reuse_key, run_prefix
 from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.rerun import RecordedRun, key_tag, run_fingerprint
 from mammoseg.settings import get_settings, require_pseudonym_key
-from mammoseg.storage import ObjectNotFound, join_key, open_store
+from mammoseg.storage import ObjectNotFound, ObjectStore, join_key, open_store
 from tasks.retry import IO_RETRIES
 
 #: Settings that change where and how fast a run executes, never what it writes.
@@ -64,8 +64,11 @@ def copy_previous_run(store_url: str, previous: RecordedRun, run_id: str) -> boo
         if not k.startswith(skip) and not k[len(old):].startswith("report")
     ]
     manifest = previous.result.get("manifest_uri")
-    if manifest and not any(manifest.endswith("/" + k) for k in wanted):
-        return False
+    if manifest:
+        key = next((k for k in wanted if manifest.endswith("/" + k)), None)
+        if key is None or not _arrays_present(store, store.read_bytes(key)):
+            get_run_logger().info("run %s lost its manifest or some of its arrays: running in full", previous.run_id)
+            return False
     for key in wanted:
         store.write_bytes(join_key(run_prefix(run_id), key[len(old):]), store.read_bytes(key))
     get_run_logger().info(
@@ -82,3 +85,16 @@ def record_run(store_url: str, fingerprint: str, run_id: str, result: dict) -> s
     body = RecordedRun(fingerprint=fingerprint, run_id=run_id, result=result).model_dump_json(indent=1)
     return store.write_bytes(data_run_reuse_key(fingerprint), body.encode(), "application/json").uri
 
+
+
+def _arrays_present(store: ObjectStore, manifest_csv: bytes) -> bool:
+    """Every content-addressed array the manifest names is still in the store (someone may have
+    pruned the cache since): checked in parallel (HEAD requests on S3)."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+
+    keys = pd.read_csv(io.BytesIO(manifest_csv), usecols=["npz_key"])["npz_key"].astype(str).tolist()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return all(pool.map(store.exists, keys))

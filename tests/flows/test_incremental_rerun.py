@@ -4,7 +4,10 @@ when one image changed, the metadata suite when one CSV row changed."""
 
 from __future__ import annotations
 
+import io
 import json
+
+import pandas as pd
 
 from flows.data_pipeline import data_pipeline_flow
 from flows.preprocess import preprocess_flow
@@ -60,6 +63,13 @@ def test_a_rerun_reuses_what_did_not_change_and_redoes_what_did(tmp_path) -> Non
     assert store.exists(f"runs/{full_id}/report-ingest.json")  # the stage flows ran
     assert (full.counts["preprocess_computed"], full.counts["preprocess_cached"]) == (0, n)
     assert _report(store, full_id, "report.json")["gate"]["reused_from"] == first_id  # GX result reused
+
+    # 1c. an array of the recorded run was pruned from the store: no reuse, that case recomputed
+    manifest = pd.read_csv(io.BytesIO(store.read_bytes(f"runs/{full_id}/preprocessed.csv")))
+    store.delete(manifest["npz_key"].iloc[0])
+    pruned_id, pruned = run()
+    assert store.exists(f"runs/{pruned_id}/report-ingest.json")
+    assert (pruned.counts["preprocess_computed"], pruned.counts["preprocess_cached"]) == (1, n - 1)
 
     # 2. one full mammogram's pixels changed: exactly that case is recomputed
     images = sorted(
