@@ -57,3 +57,18 @@ SYNTH_MIAS_PREFIX = "raw/synthetic-mini-mias"
 def inference_key(run_id: str, case_id: str, name: str) -> str:
     """An inference output of one (pseudonymous) case: ``runs/<id>/inference/<case>/<name>``."""
     return join_key(run_prefix(run_id), "inference", case_id, name)
+
+
+def validation_reuse_key(suite: str, digest: str) -> str:
+    """A passed validation of one exact table by one exact suite (``mammoseg.validation.reuse``)."""
+    return join_key("cache", "validation", suite, f"{digest}.json")
+
+
+def contact_sheet_cache_key(digest: str) -> str:
+    """A contact sheet by the digest of the manifest rows it shows (their content keys)."""
+    return join_key("cache", "contact-sheets", f"{digest}.png")
+
+
+def data_run_reuse_key(fingerprint: str) -> str:
+    """A completed data-pipeline run, by the fingerprint of everything it read (``mammoseg.rerun``)."""
+    return join_key("cache", "data-runs", f"{fingerprint}.json")

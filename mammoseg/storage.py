@@ -51,6 +51,12 @@ if TYPE_CHECKING:
 
 CHUNK = 1024 * 1024
 _ETAG_CACHE_MIN_SIZE = 64 * 1024
+#: ETags of local files, shared by every LocalStore of the process (each task opens its own
+#: store, so a per-instance memo re-hashed every full-size DICOM in every task: seconds per
+#: listing at 5000x3000). Keyed by path, size, mtime, ctime and inode: any rewrite (in place or
+#: by rename) changes one of them. Bounded: cleared when it reaches the limit.
+_LOCAL_ETAGS: dict[tuple[str, int, int, int, int], str] = {}
+_LOCAL_ETAGS_LIMIT = 500_000
 _log = logging.getLogger(__name__)
 
 
@@ -346,7 +352,6 @@ class LocalStore(ObjectStore):
         super().__init__()
         self.root = Path(root).expanduser().resolve()
         self.url = self.root.as_uri()
-        self._etags: dict[tuple[str, int, int, int], str] = {}
         self._use_flock = fcntl is not None
 
     def _path(self, key: str) -> Path:
@@ -371,13 +376,15 @@ class LocalStore(ObjectStore):
         # object rewritten within one mtime tick (a pointer updated by a concurrent writer)
         # must never be given a stale ETag.
         cacheable = st.st_size >= _ETAG_CACHE_MIN_SIZE
-        cache_key = (key, st.st_size, st.st_mtime_ns, st.st_ino)
-        etag = self._etags.get(cache_key) if cacheable else None
+        cache_key = (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        etag = _LOCAL_ETAGS.get(cache_key) if cacheable else None
         if etag is None:
             etag = _md5_stream(fh)
             fh.seek(0)
             if cacheable:
-                self._etags[cache_key] = etag
+                if len(_LOCAL_ETAGS) >= _LOCAL_ETAGS_LIMIT:
+                    _LOCAL_ETAGS.clear()
+                _LOCAL_ETAGS[cache_key] = etag
         return ObjectInfo(key=key, size=st.st_size, etag=etag, uri=path.as_uri())
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import pandas as pd
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
@@ -16,6 +18,9 @@ from mammoseg.settings import get_settings
 from mammoseg.storage import ObjectStore, join_key, open_store, open_uri
 from tasks.retry import IO_RETRIES
 from tasks.states import EXPECTATIONS_FAILED, completed_as
+
+if TYPE_CHECKING:
+    from mammoseg.validation.reuse import ReusedValidation
 
 
 class GateOutcome(BaseModel):
@@ -30,6 +35,7 @@ class GateOutcome(BaseModel):
     cases_passed: int
     cases_quarantined: int
     stop_reason: str | None = None
+    reused_from: str | None = None  # the run whose passed validation of the same table was reused
 
 
 def upload_folder(store: ObjectStore, folder: Path, prefix: str) -> str:
@@ -43,11 +49,17 @@ def upload_folder(store: ObjectStore, folder: Path, prefix: str) -> str:
 def metadata_gate(lesions_uri: str, store_url: str, run_id: str) -> GateOutcome:
     """Run the ``lesion_metadata`` suite; quarantine failing cases or stop the run."""
     from mammoseg.validation import validate_frame
+    from mammoseg.validation.reuse import find_reusable, record_validation, validation_digest
 
     settings = get_settings()
     store = open_store(store_url, settings)
     src, key = open_uri(lesions_uri, settings)
-    table = from_csv_bytes(src.read_bytes(key))
+    table_bytes = src.read_bytes(key)
+    table = from_csv_bytes(table_bytes)
+    digest = validation_digest("lesion_metadata", table_bytes, max_fraction=settings.quarantine_max_fraction)
+    reused = find_reusable(store, "lesion_metadata", digest)
+    if reused is not None:  # the same table passed the same suite before: GX would say the same
+        return _reused_gate(store, reused, table, run_id)
     docs_dir = settings.work_dir / "runs" / run_id / "data_docs"
     report = validate_frame(table, "lesion_metadata", data_docs_dir=docs_dir, run_name=run_id)
     report_uri = store.write_bytes(
@@ -55,6 +67,11 @@ def metadata_gate(lesions_uri: str, store_url: str, run_id: str) -> GateOutcome:
     ).uri
     docs_uri = upload_folder(store, docs_dir, data_docs_prefix(run_id)) if docs_dir.is_dir() else None
     decision = decide(report, max_fraction=settings.quarantine_max_fraction)
+    if report.success and not decision.reasons and not decision.stopped:  # only a clean pass is reused
+        record_validation(
+            store, "lesion_metadata", digest, run_id=run_id, report=report.to_dict(),
+            summary_text=report.summary_text(), data_docs_uri=docs_uri,
+        )
     records = [QuarantineRecord(stage="validate", reason=r, case_id=c) for c, r in decision.reasons.items()]
     write_quarantine(store, run_id, "validate", records)
     logger = get_run_logger()
@@ -87,3 +104,25 @@ def metadata_gate(lesions_uri: str, store_url: str, run_id: str) -> GateOutcome:
     if report.success:
         return outcome
     return completed_as(outcome, EXPECTATIONS_FAILED, f"{len(records)} case(s) quarantined")
+
+
+def _reused_gate(store: ObjectStore, reused: ReusedValidation, table: pd.DataFrame, run_id: str) -> GateOutcome:
+    """The gate's outcome from a recorded passed validation of the same table (no GX run):
+    the run still gets its validation report (marked ``reused``), its validated table and an
+    empty quarantine of this stage."""
+    report_uri = store.write_bytes(
+        validation_key(run_id, "lesion_metadata"), json.dumps(reused.report_for(run_id), indent=2).encode(),
+        "application/json",
+    ).uri
+    write_quarantine(store, run_id, "validate", [])
+    logger = get_run_logger()
+    logger.info("GX lesion_metadata: passed (this exact table passed in run %s; result reused, suite not re-run)", reused.run_id)
+    for line in reused.summary_text.splitlines():
+        logger.info(line)
+    validated_uri = store.write_bytes(lesions_key(run_id, "validated"), to_csv_bytes(table), "text/csv").uri
+    cases = int(table["case_id"].nunique())
+    return GateOutcome(
+        run_id=run_id, suite="lesion_metadata", success=True, validated_uri=validated_uri, report_uri=report_uri,
+        data_docs_index=None, data_docs_uri=reused.data_docs_uri, cases_in=cases, cases_passed=cases,
+        cases_quarantined=0, reused_from=reused.run_id,
+    )
