@@ -52,3 +52,19 @@ def validation_key(run_id: str, suite: str) -> str:
 
 SYNTH_CBIS_PREFIX = "raw/synthetic-cbis-ddsm"
 SYNTH_MIAS_PREFIX = "raw/synthetic-mini-mias"
+
+
+def split_key(run_id: str) -> str:
+    return join_key(run_prefix(run_id), "split.csv")
+
+
+def model_key(run_id: str, name: str = "model.keras") -> str:
+    """The run's trained model (``model.keras``) and what lies beside it (``plan.json``,
+    ``training_curves.png``)."""
+    return join_key(run_prefix(run_id), "model", name)
+
+
+def evaluation_key(run_id: str, name: str) -> str:
+    """``evaluation/<set>.json`` (metrics), ``<set>-overlays.png``, ``<set>-model.json``,
+    ``trained-on.csv``."""
+    return join_key(run_prefix(run_id), "evaluation", name)
