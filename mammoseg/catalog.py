@@ -28,6 +28,7 @@ URI under ``…/runs/<run_id>/``.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -85,6 +86,8 @@ MANIFEST = TableSchema(
     required=("case_id", "patient_id", "npz_key", "npz_etag", "params_digest"),
     text=("case_id", "patient_id", "dataset", "params_digest", "npz_etag", "input_hash"),
 )
+#: The patient index of a manifest (all the leakage audit needs of a training run's manifest).
+PATIENTS = TableSchema("patient index", required=("case_id", "patient_id"), text=MANIFEST.text)
 #: ``split.csv``: which split every case of the run's training manifest is in.
 SPLIT = TableSchema("split", required=("case_id", "patient_id", "dataset", "split"), text=("case_id", "patient_id", "dataset"))
 #: ``evaluation/trained-on.csv``: a published model's train/val images (manifest and split in one).
@@ -168,15 +171,16 @@ def _write(store: ObjectStore, key: str, data: bytes, content_type: str) -> str:
     return info.uri
 
 
-def cached_file(store: ObjectStore, key: str, settings: Settings | None = None) -> Path:
+def cached_file(store: ObjectStore, key: str, settings: Settings | None = None, name: str | None = None) -> Path:
     """A local copy of ``key`` (e.g. a model), downloaded once per ETag into
-    ``<work_dir>/cache/objects``; the path must be treated as read-only."""
+    ``<work_dir>/cache/objects`` as ``name`` (default: the key's); the path must be treated as
+    read-only."""
     settings = settings or get_settings()
     root = settings.work_dir / "cache" / "objects"
 
     def path_of(etag: str) -> Path:
-        name = hashlib.sha256(f"{store.uri(key)}\n{etag}".encode()).hexdigest()[:32]
-        return root / name / key.rsplit("/", 1)[-1]
+        folder = hashlib.sha256(f"{store.uri(key)}\n{etag}".encode()).hexdigest()[:32]
+        return root / folder / (name or key.rsplit("/", 1)[-1])
 
     info = store.head(key)
     path = path_of(info.etag)
@@ -290,6 +294,11 @@ class RunCatalog:
     def read_manifest(self) -> pd.DataFrame:
         return self._read_table(self.manifest_key(), MANIFEST)
 
+    def read_patients(self) -> pd.Series:
+        """case_id → patient_id of the run's manifest (only those two columns are required)."""
+        table = self._read_table(self.manifest_key(), PATIENTS)
+        return table.drop_duplicates("case_id").set_index("case_id")["patient_id"]
+
     def write_manifest(self, table: pd.DataFrame) -> str:
         return self._write_table(self.manifest_key(), table, MANIFEST)
 
@@ -328,7 +337,7 @@ class RunCatalog:
     # -- evaluation ----------------------------------------------------------------------------
     def read_metrics(self, name: str) -> dict[str, Any]:
         """``evaluation/<name>.json`` (schema: :class:`mammoseg.evaluation.SetMetrics`)."""
-        return dict(_cached_read(self.store, self.metrics_key(name), "json", json.loads))
+        return copy.deepcopy(_cached_read(self.store, self.metrics_key(name), "json", json.loads))
 
     def write_metrics(self, name: str, metrics: dict[str, Any]) -> str:
         return _write(self.store, self.metrics_key(name), json.dumps(metrics, indent=2).encode(), "application/json")
@@ -380,43 +389,59 @@ def catalog_of(uri: str, settings: Settings | None = None) -> tuple[RunCatalog, 
     return catalog, key
 
 
+def _at(uri: str, settings: Settings | None) -> tuple[ObjectStore, str]:
+    from mammoseg.storage import open_uri
+
+    return open_uri(uri, settings or get_settings())
+
+
+def _table_at(uri: str, schema: TableSchema, settings: Settings | None) -> pd.DataFrame:
+    store, key = _at(uri, settings)
+    return _cached_read(store, key, schema.name, lambda b: schema.parse(b, uri)).copy()
+
+
+def _is_trained_on(uri: str) -> bool:
+    return uri.rstrip("/").endswith("/evaluation/trained-on.csv")
+
+
 def read_manifest(uri: str, settings: Settings | None = None) -> pd.DataFrame:
     """The manifest at ``uri`` (a run's ``preprocessed.csv``), through the cache."""
-    catalog, key = catalog_of(uri, settings)
-    return catalog._read_table(key, MANIFEST)
+    return _table_at(uri, MANIFEST, settings)
 
 
 def read_split(uri: str, settings: Settings | None = None) -> pd.DataFrame:
     """The split at ``uri``: a run's ``split.csv``, or a ``trained-on.csv`` (which holds one)."""
-    catalog, key = catalog_of(uri, settings)
-    return catalog._read_table(key, TRAINED_ON if key == catalog.trained_on_key() else SPLIT)
+    return _table_at(uri, TRAINED_ON if _is_trained_on(uri) else SPLIT, settings)
 
 
 def read_training_table(uri: str, settings: Settings | None = None) -> pd.DataFrame:
     """What a model was trained on: a run's manifest, or a ``trained-on.csv``."""
-    catalog, key = catalog_of(uri, settings)
-    return catalog._read_table(key, TRAINED_ON if key == catalog.trained_on_key() else MANIFEST)
+    return _table_at(uri, TRAINED_ON if _is_trained_on(uri) else MANIFEST, settings)
 
 
 def read_lesions(uri: str, settings: Settings | None = None) -> pd.DataFrame:
+    """The lesion table at ``uri`` (:mod:`mammoseg.casetable`'s dtypes), through the cache."""
     from mammoseg.casetable import from_csv_bytes
 
-    catalog, key = catalog_of(uri, settings)
-    return _cached_read(catalog.store, key, "lesions", from_csv_bytes).copy()
+    store, key = _at(uri, settings)
+    return _cached_read(store, key, "lesions", from_csv_bytes).copy()
+
+
+def read_report(uri: str, settings: Settings | None = None) -> RunReport:
+    store, key = _at(uri, settings)
+    return RunReport.from_dict(_cached_read(store, key, "json", json.loads))
 
 
 def model_file(uri: str, settings: Settings | None = None) -> tuple[ObjectStore, str, Path]:
     """A local copy of the model at any URI (a run's or a published version's): the folder's
     store, the model's key, the path."""
-    from mammoseg.storage import open_uri
-
     settings = settings or get_settings()
-    store, key = open_uri(uri, settings)
+    store, key = _at(uri, settings)
     return store, key, cached_file(store, key, settings)
 
 
 __all__ = [
     "CACHE", "MANIFEST", "SPLIT", "TRAINED_ON", "CatalogError", "ManifestRow", "RunCatalog", "TableSchema",
     "cached_file", "catalog_of", "join_key", "manifest_rows", "model_file", "read_lesions", "read_manifest",
-    "read_split", "read_training_table",
+    "read_report", "read_split", "read_training_table",
 ]

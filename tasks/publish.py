@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Literal
 
-import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from pydantic import BaseModel
 
-from mammoseg.publish import DataSplitSummary
+from mammoseg import catalog
 from mammoseg.settings import get_settings
-from mammoseg.storage import open_store, open_uri
 from tasks.evaluate import ScoredSet
 from tasks.retry import IO_RETRIES
-from tasks.train import SplitOutcome, TrainOutcome, read_manifest
+from tasks.train import SplitOutcome, TrainOutcome
 
 
 class PublishOutcome(BaseModel):
@@ -52,66 +48,43 @@ def publish_model(
     ``sources``: dataset → source root (the card warns when one is the project's synthetic data;
     the roots themselves are not printed).
     """
-    from mammoseg.plan import ModelPlan
+    from mammoseg.links import browser_url
     from mammoseg.publish import (
         EvaluatedSet,
         combined_metrics,
         make_version_id,
         model_card,
-        promote_if_better,
+        promote_version,
         publish_version,
-        read_pointer,
+        training_data,
     )
 
     settings = get_settings()
-    store = open_store(store_url, settings)
-    train_manifest = read_manifest(train_manifest_uri)
-    split_table = read_manifest(split.split_uri)
+    run = catalog.RunCatalog.open(store_url, run_id, settings)
     evaluations = [
         EvaluatedSet(name=s.name, dataset=s.dataset, kind=s.kind, metrics=s.outcome.metrics,
                      leakage_findings=s.outcome.leakage_findings)
         for s in scored
     ]
-    metrics = combined_metrics(evaluations, primary)
-    metrics["run_id"] = run_id
-    metrics["validation"] = {"best_val_dice": trained.best_val_dice, "best_epoch": trained.best_epoch}
-    merged = train_manifest.merge(split_table[["case_id", "split"]], on="case_id")
-    data = [
-        _counts(dataset, s, part[part["split"] == s])
-        for dataset, part in merged.groupby("dataset", sort=True)
-        for s in ("train", "val", "test")
-    ]
-    data += [_counts(dataset, "held-out test", read_manifest(uri)) for dataset, uri in heldout_manifest_uris.items()]
-    data_manifest = [
-        {"key": r.npz_key, "etag": r.npz_etag, "case_id": r.case_id, "dataset": r.dataset, "split": r.split}
-        for r in merged.itertuples(index=False)
-        if r.split in ("train", "val")
-    ]
-    datasets = {"train": sorted(merged["dataset"].unique().tolist()), "heldout": list(heldout_manifest_uris)}
+    metrics = combined_metrics(evaluations, primary, run_id=run_id,
+                               validation={"best_val_dice": trained.best_val_dice, "best_epoch": trained.best_epoch})
+    data = training_data(
+        catalog.read_manifest(train_manifest_uri, settings), catalog.read_split(split.split_uri, settings),
+        {dataset: catalog.read_manifest(uri, settings) for dataset, uri in heldout_manifest_uris.items()},
+    )
     training_config = {"model": trained.model_config_, "training": trained.train_config, "threshold": trained.threshold,
-                       "history": trained.history, "run_id": run_id, "datasets": datasets, "primary_set": primary}
-    pstore, pkey = open_uri(trained.plan_uri, settings)
-    plan = ModelPlan.from_json(pstore.read_bytes(pkey))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.keras"
-        mstore, mkey = open_uri(trained.model_uri, settings)
-        path.write_bytes(mstore.read_bytes(mkey))
-        # from the run id, not the clock: a retry of this task names (and, once complete,
-        # returns) the same version instead of publishing a second one
-        version = make_version_id(path, run_id=run_id)
-        card = model_card(version=version, data=data, metrics=metrics, training_config=training_config,
-                          evaluations=evaluations, primary=primary, sources=sources)
-        published = publish_version(store, model_file=path, training_config=training_config, plan=plan,
-                                    data_manifest=data_manifest, metrics=metrics, model_card_md=card, version=version)
-    decision = promote_if_better(store, published.version, metric=promote_metric)
-    pointer = read_pointer(store)
-    promoted, gate_reason = decision.promoted, decision.reason
-    if not promoted and pointer is not None and pointer.version == published.version:
-        # a retry after an earlier attempt of this run had already promoted its model
-        promoted, gate_reason = True, f"promoted by an earlier attempt of this run ({decision.reason})"
-    logger = get_run_logger()
-    logger.info("published model version %s (gate on %s): %s", published.version, primary, gate_reason)
-    from mammoseg.links import browser_url
+                       "history": trained.history, "run_id": run_id, "datasets": data.datasets, "primary_set": primary}
+    plan = catalog.catalog_of(trained.plan_uri, settings)[0].read_plan()
+    _, _, path = catalog.model_file(trained.model_uri, settings)
+    # from the run id, not the clock: a retry of this task names (and, once complete, returns)
+    # the same version instead of publishing a second one
+    version = make_version_id(path, run_id=run_id)
+    card = model_card(version=version, data=data.counts, metrics=metrics, training_config=training_config,
+                      evaluations=evaluations, primary=primary, sources=sources)
+    published = publish_version(run.store, model_file=path, training_config=training_config, plan=plan,
+                                data_manifest=data.data_manifest, metrics=metrics, model_card_md=card, version=version)
+    promoted, gate_reason, current = promote_version(run.store, published.version, metric=promote_metric)
+    get_run_logger().info("published model version %s (gate on %s): %s", published.version, primary, gate_reason)
 
     model_url = browser_url(published.model_uri, settings)
     if model_url:  # a link artifact only when a browser can open it (a file:// link opens nothing)
@@ -126,12 +99,8 @@ def publish_model(
         model_card_uri=published.model_card_uri,
         promoted=promoted,
         gate_reason=gate_reason,
-        current_version=pointer.version if pointer else None,
+        current_version=current,
     )
-
-
-def _counts(dataset: str, split: str, rows: pd.DataFrame) -> DataSplitSummary:
-    return DataSplitSummary(dataset, split, len(rows), int(rows["patient_id"].nunique()), int(rows["n_lesions"].sum()))
 
 
 class DatasetRun(BaseModel):
@@ -163,7 +132,6 @@ def summarize_run(
     contact sheet (``contact-sheet-<role>-<dataset>``)."""
     from mammoseg.links import artifact_key, browser_url, md_link
     from mammoseg.publish import _ci, _fmt
-    from mammoseg.runreport import RunReport
 
     settings = get_settings()
 
@@ -206,8 +174,7 @@ def summarize_run(
     ]
     specs: list[ArtifactSpec] = []
     for d in datasets:
-        store, key = open_uri(d.report_uri, settings)
-        report = RunReport.load(store, key)
+        report = catalog.read_report(d.report_uri, settings)
         bad = sum(1 for r in report.quarantined if r.stage != "skipped")
         role = "training" if d.role == "train" else "held-out"
         lines.append(

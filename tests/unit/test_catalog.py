@@ -168,3 +168,8 @@ def test_catalog_of_finds_store_and_run(tmp_path: Path) -> None:
     catalog, key = catalog_of(store.uri("runs/2026-x/evaluation/trained-on.csv"))
     assert catalog.run_id == "2026-x" and key == "runs/2026-x/evaluation/trained-on.csv"
     assert catalog.store.uri("") == store.uri("")
+
+
+def test_patient_index_needs_only_ids(run: RunCatalog) -> None:
+    run.store.write_bytes(run.manifest_key(), b"case_id,patient_id\n0001,007\n0001,007\nC2,P2\n")
+    assert run.read_patients().to_dict() == {"0001": "007", "C2": "P2"}
