@@ -89,10 +89,12 @@ MANIFEST = TableSchema(
 #: The patient index of a manifest (all the leakage audit needs of a training run's manifest).
 PATIENTS = TableSchema("patient index", required=("case_id", "patient_id"), text=MANIFEST.text)
 #: ``split.csv``: which split every case of the run's training manifest is in.
-SPLIT = TableSchema("split", required=("case_id", "patient_id", "dataset", "split"), text=("case_id", "patient_id", "dataset"))
+#: (``patient_id`` and ``dataset`` are written always; a split of an older run may lack them.)
+SPLIT = TableSchema("split", required=("case_id", "split"), text=("case_id", "patient_id", "dataset"))
 #: ``evaluation/trained-on.csv``: a published model's train/val images (manifest and split in one).
 TRAINED_ON = TableSchema("trained-on table", required=("case_id", "npz_key", "npz_etag", "split", "patient_id"),
                          text=("case_id", "patient_id", "npz_etag"))
+SplitWrite = TableSchema("split", required=("case_id", "patient_id", "dataset", "split"))
 SPLITS = ("train", "val", "test")
 
 
@@ -306,6 +308,7 @@ class RunCatalog:
         return self._read_table(self.split_key(), SPLIT)
 
     def write_split(self, table: pd.DataFrame) -> str:
+        SplitWrite.check(table, self.uri(self.split_key()))
         bad = sorted(set(table["split"]) - set(SPLITS)) if "split" in table.columns else []
         if bad:
             raise CatalogError(f"split names {bad} are not {list(SPLITS)}")
