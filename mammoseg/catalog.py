@@ -41,11 +41,11 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from mammoseg import layout
+from mammoseg import layout, runreport
 from mammoseg.plan import PLAN_FILE, ModelPlan
 from mammoseg.runreport import QuarantineRecord, RunReport
 from mammoseg.settings import Settings, get_settings
-from mammoseg.storage import ObjectNotFound, ObjectStore, StoreError, join_key, open_store
+from mammoseg.storage import ObjectStore, StoreError, join_key, open_store
 
 T = TypeVar("T")
 
@@ -365,15 +365,10 @@ class RunCatalog:
 
     def read_quarantine(self, stage: str) -> list[QuarantineRecord]:
         """One stage's quarantine records ([] when the stage wrote none)."""
-        try:
-            text = self.store.read_bytes(self.quarantine_key(stage)).decode()
-        except ObjectNotFound:
-            return []
-        return [QuarantineRecord(**json.loads(line)) for line in text.splitlines() if line.strip()]
+        return runreport.read_quarantine(self.store, self.run_id, (stage,))
 
     def write_quarantine(self, stage: str, records: Iterable[QuarantineRecord]) -> str:
-        body = "".join(r.to_json() + "\n" for r in records).encode()
-        return _write(self.store, self.quarantine_key(stage), body, "application/x-ndjson")
+        return runreport.write_quarantine(self.store, self.run_id, stage, list(records))
 
 
 def catalog_of(uri: str, settings: Settings | None = None) -> tuple[RunCatalog, str]:

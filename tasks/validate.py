@@ -8,12 +8,13 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
-from mammoseg.casetable import from_csv_bytes, to_csv_bytes
+from mammoseg.casetable import to_csv_bytes
+from mammoseg.catalog import read_lesions
 from mammoseg.gate import decide
 from mammoseg.layout import data_docs_prefix, lesions_key, validation_key
 from mammoseg.runreport import QuarantineRecord, write_quarantine
 from mammoseg.settings import get_settings
-from mammoseg.storage import ObjectStore, join_key, open_store, open_uri
+from mammoseg.storage import ObjectStore, join_key, open_store
 from tasks.retry import IO_RETRIES
 from tasks.states import EXPECTATIONS_FAILED, completed_as
 
@@ -46,8 +47,7 @@ def metadata_gate(lesions_uri: str, store_url: str, run_id: str) -> GateOutcome:
 
     settings = get_settings()
     store = open_store(store_url, settings)
-    src, key = open_uri(lesions_uri, settings)
-    table = from_csv_bytes(src.read_bytes(key))
+    table = read_lesions(lesions_uri, settings)  # through the run catalog's cache
     docs_dir = settings.work_dir / "runs" / run_id / "data_docs"
     report = validate_frame(table, "lesion_metadata", data_docs_dir=docs_dir, run_name=run_id)
     report_uri = store.write_bytes(
