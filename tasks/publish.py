@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from pydantic import BaseModel
 
 from mammoseg import catalog
+from mammoseg.runsummary import (
+    ArtifactSpec,
+    DatasetRun,
+    PublishedLine,
+    ScoredLine,
+    retrain_artifacts,
+)
 from mammoseg.settings import get_settings
 from tasks.evaluate import ScoredSet
 from tasks.retry import IO_RETRIES
@@ -103,95 +108,21 @@ def publish_model(
     )
 
 
-class DatasetRun(BaseModel):
-    """One data-pipeline run of a retrain, for the retrain's own summary artifacts."""
-
-    role: Literal["train", "heldout"]
-    dataset: str
-    report_uri: str
-    contact_sheet_uri: str | None = None
-    data_docs_uri: str | None = None
-
-
-class ArtifactSpec(BaseModel):
-    """One artifact the flow itself creates (so the UI lists it under the flow run)."""
-
-    kind: Literal["markdown", "image"]
-    key: str
-    body: str  # Markdown, or the image's URL
-    description: str
-
-
 @task(name="summarize-run", **IO_RETRIES)
 def summarize_run(
     *, run_id: str, datasets: list[DatasetRun], scored: list[ScoredSet], published: PublishOutcome, primary: str
 ) -> list[ArtifactSpec]:
     """What the top-level run shows about itself (:func:`create_artifacts` makes them in the
-    flow): ``retrain-summary`` (the published version, every evaluated set, every dataset, with
-    links a browser opens), each dataset's run report (``retrain-report-<role>-<dataset>``) and
-    contact sheet (``contact-sheet-<role>-<dataset>``)."""
-    from mammoseg.links import artifact_key, browser_url, md_link
-    from mammoseg.publish import _ci, _fmt
-
+    flow): :func:`mammoseg.runsummary.retrain_artifacts` over the datasets' run reports."""
     settings = get_settings()
-
-    def link(text: str, uri: str | None) -> str:
-        url = browser_url(uri, settings)
-        return f"[{text}]({url})" if url else (f"`{uri}`" if uri else "—")
-
-    verdict = "promoted to champion" if published.promoted else "not promoted"
-    lines = [
-        f"# Retrain `{run_id}`",
-        "",
-        f"**Model version `{published.version}`**: {verdict} ({published.gate_reason}).",
-        "",
-        f"- {md_link('Model card', published.model_card_uri, settings)}",
-        f"- {md_link('Model file (.keras)', published.model_uri, settings)}",
-        f"- {md_link('Metrics (JSON)', published.metrics_uri, settings)}",
-        "",
-        "## Evaluated sets",
-        "",
-        "| set | images (patients) | Dice, mean per image [95% CI] | Dice, pooled | overlays |",
-        "|---|---:|---|---:|---|",
-    ]
-    for s in scored:
-        m = s.outcome.metrics
-        mark = " (primary)" if s.name == primary else ""
-        lines.append(
-            f"| {s.name}{mark} | {_fmt(m.get('n_cases'))} ({_fmt(m.get('n_patients'))}) | "
-            f"{_fmt(m.get('dice_mean'))} [{_ci(m, 'dice_mean')}] | {_fmt(m.get('dice_pooled'))} | "
-            f"{link('image', s.outcome.overlays_uri)} |"
-        )
-    lines += [
-        "",
-        ("*internal-test-*: the training dataset's own test patients (in-domain); *heldout-*: a dataset "
-         "never trained on (cross-dataset)."),
-        "",
-        "## Data",
-        "",
-        "| dataset | role | cases found | preprocessed | quarantined | run report | Data Docs | contact sheet |",
-        "|---|---|---:|---:|---:|---|---|---|",
-    ]
-    specs: list[ArtifactSpec] = []
-    for d in datasets:
-        report = catalog.read_report(d.report_uri, settings)
-        bad = sum(1 for r in report.quarantined if r.stage != "skipped")
-        role = "training" if d.role == "train" else "held-out"
-        lines.append(
-            f"| {d.dataset} | {role} | {report.cases_found} | {report.cases_preprocessed} | {bad} | "
-            f"{link('JSON', d.report_uri)} | {link('open', d.data_docs_uri)} | {link('image', d.contact_sheet_uri)} |"
-        )
-        slug = artifact_key(f"{d.role}-{d.dataset}")
-        specs.append(ArtifactSpec(kind="markdown", key=f"retrain-report-{slug}",
-                                  body=report.markdown(link=lambda u: browser_url(u, settings)),
-                                  description=f"run report of {d.dataset} ({role}), retrain {run_id}"))
-        sheet = browser_url(d.contact_sheet_uri, settings)
-        if sheet:
-            specs.append(ArtifactSpec(kind="image", key=f"contact-sheet-{slug}", body=sheet,
-                                      description=f"preprocessed images of {d.dataset} with their masks, retrain {run_id}"))
-    summary = ArtifactSpec(kind="markdown", key="retrain-summary", body="\n".join(lines) + "\n",
-                           description=f"retrain {run_id}: what it produced")
-    return [summary, *specs]
+    return retrain_artifacts(
+        run_id=run_id, primary=primary, settings=settings,
+        datasets=[(d, catalog.read_report(d.report_uri, settings)) for d in datasets],
+        scored=[ScoredLine(name=s.name, metrics=s.outcome.metrics, overlays_uri=s.outcome.overlays_uri) for s in scored],
+        published=PublishedLine(version=published.version, promoted=published.promoted, gate_reason=published.gate_reason,
+                                model_card_uri=published.model_card_uri, model_uri=published.model_uri,
+                                metrics_uri=published.metrics_uri),
+    )
 
 
 def create_artifacts(specs: list[ArtifactSpec]) -> None:

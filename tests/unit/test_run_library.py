@@ -176,3 +176,28 @@ def test_score_set_without_prefect(tmp_path: Path) -> None:
         other = ModelPlan(preprocess=PreprocessParams(size=64, clahe_clip_limit=3.0))
         score_set("x", manifest=manifest, images=images.set_index("case_id"), store=store, source=source,
                   predictor=TruthPredictor(store, manifest.head(1), other))
+
+
+def test_retrain_summary_by_hand() -> None:
+    from mammoseg.runreport import QuarantineRecord, RunReport
+    from mammoseg.runsummary import DatasetRun, PublishedLine, ScoredLine, retrain_artifacts
+    from mammoseg.settings import Settings
+
+    report = RunReport(run_id="r1-a", dataset="a", source_url="s", store_url="t", cases_found=5, cases_preprocessed=3,
+                       quarantined=[QuarantineRecord(stage="preprocess", reason="bad"),
+                                    QuarantineRecord(stage="skipped", reason="absent")])
+    specs = retrain_artifacts(
+        run_id="r1", primary="heldout-h", settings=Settings(),
+        datasets=[(DatasetRun(role="train", dataset="a", report_uri="file:///s/runs/r1-a/report.json"), report)],
+        scored=[ScoredLine(name="heldout-h", metrics={"n_cases": 4, "n_patients": 2, "dice_mean": 0.5,
+                                                      "ci95": {"dice_mean": [0.25, 0.75]}, "dice_pooled": 0.4},
+                           overlays_uri=None)],
+        published=PublishedLine(version="v1", promoted=False, gate_reason="worse", model_card_uri="file:///c",
+                                model_uri="file:///m", metrics_uri="file:///x"),
+    )
+    assert [s.key for s in specs] == ["retrain-summary", "retrain-report-train-a"]
+    summary = specs[0].body
+    assert "**Model version `v1`**: not promoted (worse)." in summary
+    assert "| heldout-h (primary) | 4 (2) | 0.500 [0.250 – 0.750] | 0.400 | — |" in summary
+    # 5 found, 3 preprocessed, 1 quarantined (the skipped case is not a quarantine)
+    assert "| a | training | 5 | 3 | 1 | `file:///s/runs/r1-a/report.json` |" in summary
