@@ -214,6 +214,16 @@ class RunCatalog:
         settings = settings or get_settings()
         return cls(open_store(store_url, settings), run_id, settings)
 
+    @classmethod
+    def of_model_key(cls, store: ObjectStore, key: str, settings: Settings | None = None) -> RunCatalog | None:
+        """The run whose trained model ``key`` is (``runs/<run_id>/model/model.keras``), or None."""
+        parts = key.split("/")
+        if len(parts) == 4 and parts[1] and "/" not in parts[1]:
+            run = cls(store, parts[1], settings)
+            if run.model_key() == key:
+                return run
+        return None
+
     @property
     def settings(self) -> Settings:
         return self._settings or get_settings()

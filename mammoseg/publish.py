@@ -663,6 +663,22 @@ class TrainingData:
     datasets: dict[str, list[str]]
 
 
+def trained_on_table(rows: Sequence[Mapping[str, Any]], patients: Mapping[str, str] | Any | None) -> Any:
+    """A published version's ``data_manifest.json`` rows as the leakage audit's training table
+    (case, NPZ key and ETag, split — ``train`` when unrecorded — and the patient of each case
+    from ``patients``, a case id → patient id map; None: patient ids unknown)."""
+    import pandas as pd
+
+    table = pd.DataFrame({
+        "case_id": [r.get("case_id") for r in rows],
+        "npz_key": [r.get("key") for r in rows],
+        "npz_etag": [r.get("etag") for r in rows],
+        "split": [r.get("split") or "train" for r in rows],
+    })
+    table["patient_id"] = table["case_id"].map(patients) if patients is not None else None
+    return table
+
+
 def training_data(manifest: Any, split: Any, heldout: Mapping[str, Any]) -> TrainingData:
     """:class:`TrainingData` of a run: its combined training ``manifest`` (``dataset``
     column), its ``split`` table and the held-out sets' manifests (dataset → table)."""

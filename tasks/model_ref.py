@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-import pandas as pd
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from mammoseg.catalog import RunCatalog
 from mammoseg.plan import ModelPlan
+from mammoseg.publish import trained_on_table
 from mammoseg.settings import get_settings
 from mammoseg.storage import ObjectNotFound, ObjectStore, StoreError, open_store, open_uri
 from tasks.retry import IO_RETRIES
@@ -93,38 +93,27 @@ def locate_training_data(model_uri: str, store_url: str, run_id: str) -> Trainin
     settings = get_settings()
     store = open_store(store_url, settings)
     key = _key_in(store, model_uri)
-    parts = key.split("/") if key else []
-    if len(parts) == 4 and key == RunCatalog(store, parts[1] or "?").model_key():
-        trained_in = RunCatalog(store, parts[1], settings)
-        manifest, split = trained_in.manifest_key(), trained_in.split_key()
-        if store.exists(manifest) and store.exists(split):
-            return TrainingData(
-                train_manifest_uri=store.uri(manifest), split_uri=store.uri(split),
-                note=f"compared with the train and validation images of run {parts[1]}",
-            )
+    trained_in = RunCatalog.of_model_key(store, key, settings) if key else None
+    if trained_in is not None and trained_in.exists(trained_in.manifest_key()) and trained_in.exists(trained_in.split_key()):
+        return TrainingData(
+            train_manifest_uri=trained_in.uri(trained_in.manifest_key()), split_uri=trained_in.uri(trained_in.split_key()),
+            note=f"compared with the train and validation images of run {trained_in.run_id}",
+        )
     folder, _ = open_uri(model_uri, settings)
     rows = _json(folder, "data_manifest.json")
     if not isinstance(rows, list) or not rows:
         note = "no leakage audit: the model's training data is not recorded (no data_manifest.json beside it)"
         get_run_logger().warning(note)
         return TrainingData(train_manifest_uri=None, split_uri=None, note=note)
-    table = pd.DataFrame(
-        {
-            "case_id": [r.get("case_id") for r in rows],
-            "npz_key": [r.get("key") for r in rows],
-            "npz_etag": [r.get("etag") for r in rows],
-            "split": [r.get("split") or "train" for r in rows],
-        }
-    )
     config = _json(folder, "training_config.json")
-    trained_in = config.get("run_id") if isinstance(config, dict) else None
+    run = config.get("run_id") if isinstance(config, dict) else None
     patients = None
-    if key and trained_in:
+    if key and run:
         try:
-            patients = RunCatalog(store, str(trained_in), settings).read_patients()
+            patients = RunCatalog(store, str(run), settings).read_patients()
         except (ObjectNotFound, ValueError):  # CatalogError is a ValueError
             patients = None
-    table["patient_id"] = table["case_id"].map(patients) if patients is not None else None
+    table = trained_on_table(rows, patients)
     uri = RunCatalog(store, run_id, settings).write_trained_on(table)
     who = "with patient ids" if patients is not None else "without patient ids (case and content checks only)"
     return TrainingData(

@@ -201,3 +201,21 @@ def test_retrain_summary_by_hand() -> None:
     assert "| heldout-h (primary) | 4 (2) | 0.500 [0.250 – 0.750] | 0.400 | — |" in summary
     # 5 found, 3 preprocessed, 1 quarantined (the skipped case is not a quarantine)
     assert "| a | training | 5 | 3 | 1 | `file:///s/runs/r1-a/report.json` |" in summary
+
+
+def test_trained_on_table_and_the_run_of_a_model(tmp_path: Path) -> None:
+    from mammoseg.catalog import RunCatalog
+    from mammoseg.publish import trained_on_table
+    from mammoseg.storage import LocalStore
+
+    rows = [{"case_id": "a", "key": "pre/a.npz", "etag": "e1", "split": "val"}, {"case_id": "b", "key": "pre/b.npz", "etag": "e2"}]
+    table = trained_on_table(rows, pd.Series({"a": "p1"}))
+    assert table.to_dict("records") == [
+        {"case_id": "a", "npz_key": "pre/a.npz", "npz_etag": "e1", "split": "val", "patient_id": "p1"},
+        {"case_id": "b", "npz_key": "pre/b.npz", "npz_etag": "e2", "split": "train", "patient_id": np.nan},
+    ]
+    assert trained_on_table(rows, None)["patient_id"].isna().all()
+    store = LocalStore(tmp_path)
+    assert RunCatalog.of_model_key(store, "runs/r7/model/model.keras").run_id == "r7"
+    for key in ("runs/r7/model/plan.json", "models/versions/v/model.keras", "runs//model/model.keras", "model.keras"):
+        assert RunCatalog.of_model_key(store, key) is None, key
