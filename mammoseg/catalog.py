@@ -109,6 +109,20 @@ class ManifestRow:
     params_digest: str
 
 
+def build_manifest(images: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
+    """The manifest of preprocessed cases: the image table's rows (pseudonymous ids, lesion
+    lists as JSON) joined with the preprocessing ``records`` (one per case, ``case_id`` column).
+
+    No source URIs: CBIS-DDSM object names repeat the DICOM PatientID; the run's lesion tables
+    map back. A record's column that the image table also has is the image table's."""
+    images = images.drop(columns=["image_uri", "mask_uris"])
+    records = records.drop(columns=[c for c in records.columns if c in images.columns and c != "case_id"])
+    manifest = images.merge(records, on="case_id", how="inner")
+    for col in ("mask_geometries", "abnormality_types"):
+        manifest[col] = manifest[col].map(json.dumps)
+    return manifest
+
+
 def manifest_rows(table: pd.DataFrame) -> list[ManifestRow]:
     MANIFEST.check(table, "manifest")
     return [ManifestRow(**{f: str(r[f]) for f in ManifestRow.__dataclass_fields__}) for r in table.to_dict("records")]

@@ -193,13 +193,7 @@ def finish_preprocess(
     records = pd.DataFrame([{"case_id": o.case_id, **o.record} for o in done if o.case_id in passed_ids])
     manifest_uri = contact_uri = None
     if len(records):
-        # the manifest carries pseudonymous ids and content keys only: no source URIs
-        # (CBIS-DDSM object names repeat the DICOM PatientID); the run's lesion tables map back.
-        images = images.drop(columns=["image_uri", "mask_uris"])
-        records = records.drop(columns=[c for c in records.columns if c in images.columns and c != "case_id"])
-        manifest = images.merge(records, on="case_id", how="inner")
-        for col in ("mask_geometries", "abnormality_types"):
-            manifest[col] = manifest[col].map(json.dumps)
+        manifest = catalog.build_manifest(images, records)
         manifest_uri = catalog.RunCatalog(store, run_id, settings).write_manifest(manifest)
         contact_uri = _contact_sheet(store, run_id, manifest)
     computed = sum(1 for o in done if o.case_id in passed_ids and not o.record.get("cached"))

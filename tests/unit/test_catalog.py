@@ -173,3 +173,19 @@ def test_catalog_of_finds_store_and_run(tmp_path: Path) -> None:
 def test_patient_index_needs_only_ids(run: RunCatalog) -> None:
     run.store.write_bytes(run.manifest_key(), b"case_id,patient_id\n0001,007\n0001,007\nC2,P2\n")
     assert run.read_patients().to_dict() == {"0001": "007", "C2": "P2"}
+
+
+def test_build_manifest_keeps_no_source_uri(run: RunCatalog) -> None:
+    images = pd.DataFrame({"case_id": ["C1", "C2"], "patient_id": ["P1", "P2"], "image_uri": ["s3://b/Mass_P_00001/x.dcm"] * 2,
+                           "mask_uris": [["s3://b/m.png"], []], "mask_geometries": [[], ['{"type": "circle"}']],
+                           "abnormality_types": [["mass"], []], "pathology": ["BENIGN", "NORMAL"]})
+    records = pd.DataFrame({"case_id": ["C2"], "npz_key": ["pre/2.npz"], "npz_etag": ["e2"], "params_digest": ["d"],
+                            "pathology": ["ignored: the image table's"]})
+    manifest = cat.build_manifest(images, records)
+    assert manifest.to_dict("records") == [{
+        "case_id": "C2", "patient_id": "P2", "mask_geometries": '["{\\"type\\": \\"circle\\"}"]',
+        "abnormality_types": "[]", "pathology": "NORMAL", "npz_key": "pre/2.npz", "npz_etag": "e2", "params_digest": "d",
+    }]
+    assert "image_uri" in images.columns  # the caller's table is unchanged
+    run.write_manifest(manifest)
+    assert run.read_manifest()["patient_id"].tolist() == ["P2"]
