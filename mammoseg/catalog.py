@@ -32,6 +32,7 @@ import copy
 import hashlib
 import io
 import json
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -205,7 +206,7 @@ def cached_file(store: ObjectStore, key: str, settings: Settings | None = None, 
     data, got = store.read_with_info(key)  # got.etag: the version actually read
     path = path_of(got.etag)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{threading.get_ident()}.part")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.part")
     tmp.write_bytes(data)
     tmp.replace(path)  # atomic: a concurrent reader sees the whole file or none
     return path

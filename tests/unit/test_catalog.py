@@ -189,3 +189,27 @@ def test_build_manifest_keeps_no_source_uri(run: RunCatalog) -> None:
     assert "image_uri" in images.columns  # the caller's table is unchanged
     run.write_manifest(manifest)
     assert run.read_manifest()["patient_id"].tolist() == ["P2"]
+
+
+def test_cache_on_a_real_s3_endpoint(s3_bucket: str, tmp_path: Path) -> None:
+    """Same on S3 (the moto server over HTTP): the second read is a HEAD, not a GET."""
+    from mammoseg.settings import get_settings
+    from mammoseg.storage import S3Store
+
+    class CountingS3(S3Store):
+        gets = 0
+
+        def _open(self, key: str):
+            CountingS3.gets += 1
+            return super()._open(key)
+
+    settings = get_settings(work_dir=tmp_path / "work")
+    run = RunCatalog(CountingS3(s3_bucket, "pipeline", settings=settings), "r1", settings)
+    run.write_manifest(_manifest())
+    assert run.read_manifest()["case_id"].tolist() == ["0012", "C2"]
+    assert run.read_manifest()["case_id"].tolist() == ["0012", "C2"]
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"bytes of a model")
+    run.write_model(model, ModelPlan(preprocess=PreprocessParams(size=64)))
+    assert run.model_file().read_bytes() == run.model_file().read_bytes() == b"bytes of a model"
+    assert CountingS3.gets == 2  # one manifest, one model
