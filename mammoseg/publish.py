@@ -679,6 +679,40 @@ def trained_on_table(rows: Sequence[Mapping[str, Any]], patients: Mapping[str, s
     return table
 
 
+@dataclass(frozen=True)
+class TrainingRecord:
+    """How a run's model was trained: configurations (as JSON-ready dicts), the chosen
+    threshold, the epoch history and the best validation Dice and epoch."""
+
+    model: Mapping[str, Any]
+    training: Mapping[str, Any]
+    threshold: float
+    history: Sequence[Mapping[str, float]]
+    best_val_dice: float
+    best_epoch: int
+
+
+def publish_run(
+    store: ObjectStore, *, run_id: str, model_file: Path, plan: ModelPlan, evaluations: Sequence[EvaluatedSet],
+    primary: str, data: TrainingData, training: TrainingRecord, sources: Mapping[str, str] | None = None,
+) -> tuple[PublishedVersion, str]:
+    """Publish a retrain run's model: its ``metrics.json`` (:func:`combined_metrics`), its
+    ``training_config.json`` (``training``: the model and training configurations, threshold,
+    history, best validation Dice and epoch), the data it saw and its model card. The version id
+    comes from the run id, not the clock: a retry names (and, once complete, returns) the same
+    version instead of publishing a second one. Returns the version and the card's Markdown."""
+    metrics = combined_metrics(evaluations, primary, run_id=run_id, validation={
+        "best_val_dice": training.best_val_dice, "best_epoch": training.best_epoch})
+    training_config = {"model": training.model, "training": training.training, "threshold": training.threshold,
+                       "history": training.history, "run_id": run_id, "datasets": data.datasets, "primary_set": primary}
+    version = make_version_id(model_file, run_id=run_id)
+    card = model_card(version=version, data=data.counts, metrics=metrics, training_config=training_config,
+                      evaluations=evaluations, primary=primary, sources=sources)
+    published = publish_version(store, model_file=model_file, training_config=training_config, plan=plan,
+                                data_manifest=data.data_manifest, metrics=metrics, model_card_md=card, version=version)
+    return published, card
+
+
 def training_data(manifest: Any, split: Any, heldout: Mapping[str, Any]) -> TrainingData:
     """:class:`TrainingData` of a run: its combined training ``manifest`` (``dataset``
     column), its ``split`` table and the held-out sets' manifests (dataset → table)."""

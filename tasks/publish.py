@@ -56,38 +56,26 @@ def publish_model(
     from mammoseg.links import browser_url
     from mammoseg.publish import (
         EvaluatedSet,
-        combined_metrics,
-        make_version_id,
-        model_card,
+        TrainingRecord,
         promote_version,
-        publish_version,
+        publish_run,
         training_data,
     )
 
     settings = get_settings()
     run = catalog.RunCatalog.open(store_url, run_id, settings)
-    evaluations = [
-        EvaluatedSet(name=s.name, dataset=s.dataset, kind=s.kind, metrics=s.outcome.metrics,
-                     leakage_findings=s.outcome.leakage_findings)
-        for s in scored
-    ]
-    metrics = combined_metrics(evaluations, primary, run_id=run_id,
-                               validation={"best_val_dice": trained.best_val_dice, "best_epoch": trained.best_epoch})
-    data = training_data(
-        catalog.read_manifest(train_manifest_uri, settings), catalog.read_split(split.split_uri, settings),
-        {dataset: catalog.read_manifest(uri, settings) for dataset, uri in heldout_manifest_uris.items()},
+    published, card = publish_run(
+        run.store, run_id=run_id, model_file=catalog.model_file(trained.model_uri, settings)[2],
+        plan=catalog.catalog_of(trained.plan_uri, settings)[0].read_plan(), primary=primary, sources=sources,
+        evaluations=[EvaluatedSet(name=s.name, dataset=s.dataset, kind=s.kind, metrics=s.outcome.metrics,
+                                  leakage_findings=s.outcome.leakage_findings) for s in scored],
+        data=training_data(
+            catalog.read_manifest(train_manifest_uri, settings), catalog.read_split(split.split_uri, settings),
+            {dataset: catalog.read_manifest(uri, settings) for dataset, uri in heldout_manifest_uris.items()},
+        ),
+        training=TrainingRecord(model=trained.model_config_, training=trained.train_config, threshold=trained.threshold,
+                                history=trained.history, best_val_dice=trained.best_val_dice, best_epoch=trained.best_epoch),
     )
-    training_config = {"model": trained.model_config_, "training": trained.train_config, "threshold": trained.threshold,
-                       "history": trained.history, "run_id": run_id, "datasets": data.datasets, "primary_set": primary}
-    plan = catalog.catalog_of(trained.plan_uri, settings)[0].read_plan()
-    _, _, path = catalog.model_file(trained.model_uri, settings)
-    # from the run id, not the clock: a retry of this task names (and, once complete, returns)
-    # the same version instead of publishing a second one
-    version = make_version_id(path, run_id=run_id)
-    card = model_card(version=version, data=data.counts, metrics=metrics, training_config=training_config,
-                      evaluations=evaluations, primary=primary, sources=sources)
-    published = publish_version(run.store, model_file=path, training_config=training_config, plan=plan,
-                                data_manifest=data.data_manifest, metrics=metrics, model_card_md=card, version=version)
     promoted, gate_reason, current = promote_version(run.store, published.version, metric=promote_metric)
     get_run_logger().info("published model version %s (gate on %s): %s", published.version, primary, gate_reason)
 

@@ -219,3 +219,34 @@ def test_trained_on_table_and_the_run_of_a_model(tmp_path: Path) -> None:
     assert RunCatalog.of_model_key(store, "runs/r7/model/model.keras").run_id == "r7"
     for key in ("runs/r7/model/plan.json", "models/versions/v/model.keras", "runs//model/model.keras", "model.keras"):
         assert RunCatalog.of_model_key(store, key) is None, key
+
+
+def test_publish_run_writes_one_schema_and_a_retry_is_the_same_version(tmp_path: Path) -> None:
+    from mammoseg.plan import ModelPlan
+    from mammoseg.preprocess import PreprocessParams
+    from mammoseg.publish import TrainingRecord, publish_run, read_metrics
+    from mammoseg.storage import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"weights")
+    manifest = combine_manifests({"a": _manifest("a", 2)})
+    split = pd.DataFrame({"case_id": manifest["case_id"], "split": ["train", "train", "val", "test"]})
+    kwargs = dict(
+        run_id="r9", model_file=model, plan=ModelPlan(preprocess=PreprocessParams(size=64)), primary="heldout-h",
+        evaluations=[EvaluatedSet(name="heldout-h", dataset="h", kind="heldout", metrics={"dice_mean": 0.3, "n_cases": 6})],
+        data=training_data(manifest, split, {"h": _manifest("h", 3)}),
+        training=TrainingRecord(model={"depth": 2}, training={"epochs": 1}, threshold=0.4, history=[{"epoch": 1.0}],
+                                best_val_dice=0.2, best_epoch=1),
+    )
+    first, card = publish_run(store, **kwargs)
+    again, _ = publish_run(store, **kwargs)
+    assert again.version == first.version and "r9" in first.version
+    m = read_metrics(store, first.version)
+    assert m["run_id"] == "r9" and m["validation"] == {"best_val_dice": 0.2, "best_epoch": 1}
+    assert m["primary_set"] == "heldout-h" and m["dice_mean"] == 0.3
+    config = json.loads(store.read_bytes(f"models/versions/{first.version}/training_config.json"))
+    assert config["datasets"] == {"train": ["a"], "heldout": ["h"]} and config["threshold"] == 0.4
+    rows = json.loads(store.read_bytes(f"models/versions/{first.version}/data_manifest.json"))
+    assert sorted(r["split"] for r in rows) == ["train", "train", "val"]  # never the test split
+    assert first.version in card
