@@ -232,15 +232,17 @@ def test_publish_run_writes_one_schema_and_a_retry_is_the_same_version(tmp_path:
     model.write_bytes(b"weights")
     manifest = combine_manifests({"a": _manifest("a", 2)})
     split = pd.DataFrame({"case_id": manifest["case_id"], "split": ["train", "train", "val", "test"]})
-    kwargs = dict(
-        run_id="r9", model_file=model, plan=ModelPlan(preprocess=PreprocessParams(size=64)), primary="heldout-h",
-        evaluations=[EvaluatedSet(name="heldout-h", dataset="h", kind="heldout", metrics={"dice_mean": 0.3, "n_cases": 6})],
-        data=training_data(manifest, split, {"h": _manifest("h", 3)}),
-        training=TrainingRecord(model={"depth": 2}, training={"epochs": 1}, threshold=0.4, history=[{"epoch": 1.0}],
-                                best_val_dice=0.2, best_epoch=1),
-    )
-    first, card = publish_run(store, **kwargs)
-    again, _ = publish_run(store, **kwargs)
+    def publish():
+        return publish_run(
+            store, run_id="r9", model_file=model, plan=ModelPlan(preprocess=PreprocessParams(size=64)), primary="heldout-h",
+            evaluations=[EvaluatedSet(name="heldout-h", dataset="h", kind="heldout", metrics={"dice_mean": 0.3, "n_cases": 6})],
+            data=training_data(manifest, split, {"h": _manifest("h", 3)}),
+            training=TrainingRecord(model={"depth": 2}, training={"epochs": 1}, threshold=0.4, history=[{"epoch": 1.0}],
+                                    best_val_dice=0.2, best_epoch=1),
+        )
+
+    first, card = publish()
+    again, _ = publish()
     assert again.version == first.version and "r9" in first.version
     m = read_metrics(store, first.version)
     assert m["run_id"] == "r9" and m["validation"] == {"best_val_dice": 0.2, "best_epoch": 1}
