@@ -71,9 +71,11 @@ DEMO_OVERRIDES: dict[str, Any] = {
 }
 
 
-def demo_params(*, size: int, seed: int, epochs: int | None = None, **overrides: Any) -> RetrainParams:
-    """The demo's :class:`RetrainParams`: the defaults, :data:`DEMO_OVERRIDES`, then the caller's."""
-    return RetrainParams(**{**DEMO_OVERRIDES, "size": size, "seed": seed, **({"epochs": epochs} if epochs else {}), **overrides})
+def demo_params(*, size: int | None = None, seed: int = 0, epochs: int | None = None, **overrides: Any) -> RetrainParams:
+    """The demo's :class:`RetrainParams`: the defaults, :data:`DEMO_OVERRIDES`, then the caller's
+    (``size`` / ``epochs`` None: RetrainParams' size, the demo's epochs)."""
+    given = {"size": size, "epochs": epochs}
+    return RetrainParams(**{**DEMO_OVERRIDES, "seed": seed, **{k: v for k, v in given.items() if v}, **overrides})
 
 
 @task(name="synthesize-demo-data")
@@ -108,7 +110,7 @@ def demo_flow(
     store_url: str, run_id: str, patients: int = 40, bad: int = 3, seed: int = 0, params: RetrainParams | None = None,
     data: DemoData = DEMO_DATA,
 ) -> dict[str, Any]:
-    p = params or demo_params(size=128, seed=seed)
+    p = params or demo_params(seed=seed)
     synthetic = synthesize_demo_data(store_url=store_url, patients=patients, bad=bad, seed=seed, data=data)
     result = retrain_flow(
         [DatasetSource(dataset="cbis-ddsm", source_url=synthetic["cbis_source_url"])],
@@ -138,6 +140,8 @@ def demo_flow(
     }
 
 
-def run_demo(store_url: str, *, patients: int, size: int, bad: int, seed: int, epochs: int | None = None) -> dict[str, Any]:
+def run_demo(
+    store_url: str, *, patients: int, size: int | None, bad: int, seed: int, epochs: int | None = None
+) -> dict[str, Any]:
     params = demo_params(size=size, seed=seed, epochs=epochs)
     return demo_flow(store_url=store_url, run_id=new_run_id(), patients=patients, bad=bad, seed=seed, params=params)

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from flows.data_pipeline import data_pipeline_flow
 from flows.lineage import untracked
-from tasks.evaluate import evaluate_model
+from tasks.evaluate import EvalSpec, evaluate_model
 from tasks.model_ref import locate_training_data, record_evaluation, resolve_model
 
 
@@ -53,11 +53,11 @@ def evaluate_flow(
     if not data.manifest_uri or not data.lesions_uri:
         raise NothingToEvaluate(f"no case of {dataset} could be preprocessed. Report: {data.report_uri}")
     training = locate_training_data(model.model_uri, store_url, run_id)
-    scored = evaluate_model(
-        dataset, model.model_uri, data.manifest_uri, data.lesions_uri, source_url,
-        store_url, run_id, model.plan.threshold, n_boot, training.train_manifest_uri, training.split_uri,
-        case_ids=None,
-    )
+    scored = evaluate_model(EvalSpec(
+        name=dataset, model_uri=model.model_uri, manifest_uri=data.manifest_uri, lesions_uri=data.lesions_uri,
+        source_url=source_url, store_url=store_url, run_id=run_id, threshold=model.plan.threshold, n_boot=n_boot,
+        train_manifest_uri=training.train_manifest_uri, split_uri=training.split_uri,
+    ))
     record_uri = record_evaluation(store_url, run_id, dataset, model, training, scored.metrics_uri)
     return EvaluateResult(
         run_id=run_id,

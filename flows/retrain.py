@@ -25,7 +25,7 @@ from mammoseg.params import (
 )
 from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.settings import get_settings
-from tasks.evaluate import ScoredSet, evaluate_model
+from tasks.evaluate import EvalSpec, ScoredSet, evaluate_model
 from tasks.publish import DatasetRun, create_artifacts, publish_model, summarize_run
 from tasks.train import combine_manifests, split_by_patient, train_unet
 
@@ -84,17 +84,19 @@ def retrain_flow(
             get_run_logger().warning("%s has no test patients: no internal test figures for it", d.dataset)
             continue
         data = trained_on[d.dataset]
-        outcome = evaluate_model(
-            eval_set_name("internal_test", d.dataset), trained.model_uri, data.manifest_uri, data.lesions_uri,
-            d.source_url, store_url, run_id, None, p.n_boot, manifest_uri, split.split_uri, case_ids=test_ids,
-        )
+        outcome = evaluate_model(EvalSpec(
+            name=eval_set_name("internal_test", d.dataset), model_uri=trained.model_uri, manifest_uri=_manifest(data),
+            lesions_uri=data.lesions_uri, source_url=d.source_url, store_url=store_url, run_id=run_id, n_boot=p.n_boot,
+            train_manifest_uri=manifest_uri, split_uri=split.split_uri, case_ids=test_ids,
+        ))
         scored.append(ScoredSet(kind="internal_test", dataset=d.dataset, outcome=outcome))
     for d in heldout:
         data = held_out[d.dataset]
-        outcome = evaluate_model(
-            eval_set_name("heldout", d.dataset), trained.model_uri, _manifest(data), data.lesions_uri,
-            d.source_url, store_url, run_id, None, p.n_boot, manifest_uri, split.split_uri,
-        )
+        outcome = evaluate_model(EvalSpec(
+            name=eval_set_name("heldout", d.dataset), model_uri=trained.model_uri, manifest_uri=_manifest(data),
+            lesions_uri=data.lesions_uri, source_url=d.source_url, store_url=store_url, run_id=run_id, n_boot=p.n_boot,
+            train_manifest_uri=manifest_uri, split_uri=split.split_uri,
+        ))
         scored.append(ScoredSet(kind="heldout", dataset=d.dataset, outcome=outcome))
 
     published = publish_model(
@@ -141,9 +143,9 @@ def _manifest(data: DataRunResult) -> str:
 
 def split_ids(split_uri: str, which: str, dataset: str | None = None) -> list[str]:
     """Case ids of split ``which`` (of one ``dataset`` of a combined split, when given)."""
-    from tasks.train import read_manifest
+    from mammoseg.catalog import read_split
 
-    table = read_manifest(split_uri)
+    table = read_split(split_uri)
     rows = table["split"] == which
     if dataset is not None:
         rows &= table["dataset"] == dataset

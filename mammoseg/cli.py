@@ -43,11 +43,11 @@ def _settings(**overrides: Any):
 def synth(
     out: Annotated[str | None, typer.Option(help="Store URL to write into (default: <store>/raw/…).")] = None,
     store: StoreOpt = None,
-    patients: Annotated[int, typer.Option(min=1, help="CBIS-DDSM-shaped patients.")] = 12,
-    height: Annotated[int, typer.Option(min=32, help="Full-mammogram height in px.")] = 320,
-    width: Annotated[int, typer.Option(min=32, help="Full-mammogram width in px.")] = 200,
-    mias_images: Annotated[int, typer.Option(min=0, help="Held-out mini-MIAS-format images (0: none).")] = 12,
-    mias_size: Annotated[int, typer.Option(min=32, help="MIAS image size (square).")] = 256,
+    patients: Annotated[int | None, typer.Option(min=1, help="CBIS-DDSM-shaped patients (default: synthesize()'s, tasks/synth.py).")] = None,
+    height: Annotated[int | None, typer.Option(min=32, help="Full-mammogram height in px.")] = None,
+    width: Annotated[int | None, typer.Option(min=32, help="Full-mammogram width in px.")] = None,
+    mias_images: Annotated[int | None, typer.Option(min=0, help="Held-out mini-MIAS-format images (0: none).")] = None,
+    mias_size: Annotated[int | None, typer.Option(min=32, help="MIAS image size (square).")] = None,
     bad: Annotated[int, typer.Option(min=0, help="Deliberately defective cases to add (quarantine demo).")] = 0,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same bytes.")] = 0,
     as_json: JsonFlag = False,
@@ -56,10 +56,10 @@ def synth(
     from tasks.synth import synthesize
 
     s = _settings(store_url=store)
-    result = synthesize(
-        store_url=s.store_url, out_url=out, patients=patients, height=height, width=width,
-        mias_images=mias_images, mias_size=mias_size, bad=bad, seed=seed,
-    )
+    # options left out take synthesize()'s defaults (one default per knob, in tasks/synth.py)
+    given = {"patients": patients, "height": height, "width": width, "mias_images": mias_images, "mias_size": mias_size}
+    result = synthesize(store_url=s.store_url, out_url=out, bad=bad, seed=seed,
+                        **{k: v for k, v in given.items() if v is not None})
     _emit(result, as_json, "\n".join(f"{k}: {v}" for k, v in result.items()))
 
 
@@ -152,7 +152,7 @@ def preprocess(
 def demo(
     store: StoreOpt = None,
     patients: Annotated[int, typer.Option(min=2, help="Synthetic patients.")] = 40,
-    size: Annotated[int, typer.Option(min=32, help="Model input size in px.")] = 128,
+    size: Annotated[int | None, typer.Option(min=32, help="Model input size in px (default: RetrainParams.size).")] = None,
     bad: Annotated[int, typer.Option(min=0, help="Defective cases to include (shows the quarantine).")] = 3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs (default: the demo's, flows/demo.py DEMO_OVERRIDES).")] = None,

@@ -11,7 +11,6 @@ Keras (and so the backend) is imported only when a model is loaded.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,6 +140,7 @@ def load_predictor(model_uri: str, settings: Settings) -> Predictor:
     """
     import json
 
+    from mammoseg.catalog import cached_file
     from mammoseg.storage import ObjectNotFound, open_uri
 
     store, key = open_uri(model_uri, settings)
@@ -153,10 +153,8 @@ def load_predictor(model_uri: str, settings: Settings) -> Predictor:
         check_bundle_format(bundle)
     except ObjectNotFound:
         bundle = None  # published before bundles existed (or a run's model): the plan alone decides
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.keras"
-        path.write_bytes(store.read_bytes(key))
-        model = load_model(path)
+    # downloaded once per model version (a run loads its model for every evaluated set)
+    model = load_model(cached_file(store, key, settings, name="model.keras"))
     try:
         plan = ModelPlan.from_json(store.read_bytes(sibling.format(PLAN_FILE)))
     except ObjectNotFound:

@@ -72,3 +72,19 @@ def contact_sheet_cache_key(digest: str) -> str:
 def data_run_reuse_key(fingerprint: str) -> str:
     """A completed data-pipeline run, by the fingerprint of everything it read (``mammoseg.rerun``)."""
     return join_key("cache", "data-runs", f"{fingerprint}.json")
+
+
+def split_key(run_id: str) -> str:
+    return join_key(run_prefix(run_id), "split.csv")
+
+
+def model_key(run_id: str, name: str = "model.keras") -> str:
+    """The run's trained model (``model.keras``) and what lies beside it (``plan.json``,
+    ``training_curves.png``)."""
+    return join_key(run_prefix(run_id), "model", name)
+
+
+def evaluation_key(run_id: str, name: str) -> str:
+    """``evaluation/<set>.json`` (metrics), ``<set>-overlays.png``, ``<set>-model.json``,
+    ``trained-on.csv``."""
+    return join_key(run_prefix(run_id), "evaluation", name)

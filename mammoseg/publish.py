@@ -591,6 +591,17 @@ def promote_if_better(
     )
 
 
+def promote_version(store: ObjectStore, version: str, *, metric: str) -> tuple[bool, str, str | None]:
+    """:func:`promote_if_better`, retry-safe: a version an earlier attempt of the same run had
+    already promoted counts as promoted. (promoted, reason, the champion's version after)."""
+    decision = promote_if_better(store, version, metric=metric)
+    pointer = read_pointer(store)
+    promoted, reason = decision.promoted, decision.reason
+    if not promoted and pointer is not None and pointer.version == version:
+        promoted, reason = True, f"promoted by an earlier attempt of this run ({decision.reason})"
+    return promoted, reason, pointer.version if pointer else None
+
+
 # -- model card -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DataSplitSummary:
@@ -620,8 +631,11 @@ class EvaluatedSet:
 _KINDS: Final = {"internal_test": "internal test split", "heldout": "held-out dataset"}
 
 
-def combined_metrics(sets: Sequence[EvaluatedSet], primary: str) -> dict[str, Any]:
-    """``metrics.json`` of a version evaluated on several sets.
+def combined_metrics(
+    sets: Sequence[EvaluatedSet], primary: str, *, run_id: str | None = None,
+    validation: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``metrics.json`` of a version evaluated on several sets (built here only).
 
     The top level holds the figures (and ``eval_set`` fingerprint) of the ``primary`` set, the
     one :func:`promote_if_better` compares, named by ``primary_set``; every set is listed by
@@ -638,7 +652,94 @@ def combined_metrics(sets: Sequence[EvaluatedSet], primary: str) -> dict[str, An
         out["primary_missing"] = f"the primary set {primary} was not evaluated (no cases)"
     for kind in _KINDS:
         out[kind] = {e.dataset: dict(e.metrics) for e in sets if e.kind == kind}
+    if run_id is not None:  # the run that trained the version, and its validation figures
+        out["run_id"] = run_id
+    if validation is not None:
+        out["validation"] = dict(validation)
     return out
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a version was trained and tested on: counts per dataset and split (model card),
+    the train/val images by content (``data_manifest.json``), the datasets by role."""
+
+    counts: list[DataSplitSummary]
+    data_manifest: list[dict[str, Any]]
+    datasets: dict[str, list[str]]
+
+
+def trained_on_table(rows: Sequence[Mapping[str, Any]], patients: Mapping[str, str] | Any | None) -> Any:
+    """A published version's ``data_manifest.json`` rows as the leakage audit's training table
+    (case, NPZ key and ETag, split — ``train`` when unrecorded — and the patient of each case
+    from ``patients``, a case id → patient id map; None: patient ids unknown)."""
+    import pandas as pd
+
+    table = pd.DataFrame({
+        "case_id": [r.get("case_id") for r in rows],
+        "npz_key": [r.get("key") for r in rows],
+        "npz_etag": [r.get("etag") for r in rows],
+        "split": [r.get("split") or "train" for r in rows],
+    })
+    table["patient_id"] = table["case_id"].map(patients) if patients is not None else None
+    return table
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """How a run's model was trained: configurations (as JSON-ready dicts), the chosen
+    threshold, the epoch history and the best validation Dice and epoch."""
+
+    model: Mapping[str, Any]
+    training: Mapping[str, Any]
+    threshold: float
+    history: Sequence[Mapping[str, float]]
+    best_val_dice: float
+    best_epoch: int
+
+
+def publish_run(
+    store: ObjectStore, *, run_id: str, model_file: Path, plan: ModelPlan, evaluations: Sequence[EvaluatedSet],
+    primary: str, data: TrainingData, training: TrainingRecord, sources: Mapping[str, str] | None = None,
+) -> tuple[PublishedVersion, str]:
+    """Publish a retrain run's model: its ``metrics.json`` (:func:`combined_metrics`), its
+    ``training_config.json`` (``training``: the model and training configurations, threshold,
+    history, best validation Dice and epoch), the data it saw and its model card. The version id
+    comes from the run id, not the clock: a retry names (and, once complete, returns) the same
+    version instead of publishing a second one. Returns the version and the card's Markdown."""
+    metrics = combined_metrics(evaluations, primary, run_id=run_id, validation={
+        "best_val_dice": training.best_val_dice, "best_epoch": training.best_epoch})
+    training_config = {"model": training.model, "training": training.training, "threshold": training.threshold,
+                       "history": training.history, "run_id": run_id, "datasets": data.datasets, "primary_set": primary}
+    version = make_version_id(model_file, run_id=run_id)
+    card = model_card(version=version, data=data.counts, metrics=metrics, training_config=training_config,
+                      evaluations=evaluations, primary=primary, sources=sources)
+    published = publish_version(store, model_file=model_file, training_config=training_config, plan=plan,
+                                data_manifest=data.data_manifest, metrics=metrics, model_card_md=card, version=version)
+    return published, card
+
+
+def training_data(manifest: Any, split: Any, heldout: Mapping[str, Any]) -> TrainingData:
+    """:class:`TrainingData` of a run: its combined training ``manifest`` (``dataset``
+    column), its ``split`` table and the held-out sets' manifests (dataset → table)."""
+
+    def counts(dataset: str, which: str, rows: Any) -> DataSplitSummary:
+        return DataSplitSummary(dataset, which, len(rows), int(rows["patient_id"].nunique()), int(rows["n_lesions"].sum()))
+
+    merged = manifest.merge(split[["case_id", "split"]], on="case_id")
+    summary = [
+        counts(dataset, s, part[part["split"] == s])
+        for dataset, part in merged.groupby("dataset", sort=True)
+        for s in ("train", "val", "test")
+    ]
+    summary += [counts(dataset, "held-out test", table) for dataset, table in heldout.items()]
+    rows = [
+        {"key": r.npz_key, "etag": r.npz_etag, "case_id": r.case_id, "dataset": r.dataset, "split": r.split}
+        for r in merged.itertuples(index=False)
+        if r.split in ("train", "val")
+    ]
+    datasets = {"train": sorted(merged["dataset"].unique().tolist()), "heldout": list(heldout)}
+    return TrainingData(counts=summary, data_manifest=rows, datasets=datasets)
 
 
 def _fmt(v: Any) -> str:

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
-import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel
 
-from mammoseg.casetable import from_csv_bytes, image_table
 from mammoseg.params import SetKind
 from mammoseg.settings import Settings, get_settings
-from mammoseg.storage import ObjectStore, join_key, open_store, open_uri
+from mammoseg.storage import open_store
 from tasks.retry import IO_RETRIES
-from tasks.train import read_manifest
 
 
 class EvalOutcome(BaseModel):
@@ -40,162 +34,66 @@ class ScoredSet(BaseModel):
         return self.outcome.name
 
 
-def _truth(row: pd.Series, shape: tuple[int, int], source: ObjectStore) -> tuple[np.ndarray, list]:
-    """Union mask and per-lesion objects (masks or circles) in original geometry."""
-    from mammoseg.evaluation.truth import read_truth
+class EvalSpec(BaseModel):
+    """What to score: set ``name`` (e.g. ``heldout-mini-mias``, ``internal-test-cbis-ddsm``) of
+    ``manifest_uri`` (only ``case_ids`` when given) with the model at ``model_uri``; truth from
+    ``lesions_uri`` in ``source_url``; results under ``runs/<run_id>/evaluation/`` of
+    ``store_url``. ``threshold`` None: the plan's (chosen on validation).
+    ``train_manifest_uri`` + ``split_uri`` (the run's train/val cases): the leakage audit
+    against them; None: no audit, and the metrics say so."""
 
-    return read_truth(source, row["mask_uris"], row["mask_geometries"], shape)
+    name: str
+    model_uri: str
+    manifest_uri: str
+    lesions_uri: str
+    source_url: str
+    store_url: str
+    run_id: str
+    threshold: float | None = None
+    n_boot: int = 1000
+    train_manifest_uri: str | None = None
+    split_uri: str | None = None
+    case_ids: list[str] | None = None
 
 
-def _subgroups(row: pd.Series) -> dict[str, str]:
-    types = row["abnormality_types"]
-    return {
-        "dataset": str(row["source_dataset"]),
-        "pathology": str(row["pathology"]),
-        "lesion_type": "+".join(types) if types else "normal",
-        "density": "n/a" if pd.isna(row["density"]) else str(int(row["density"])),
-    }
-
-
-@task(name="evaluate-model", task_run_name="evaluate-{name}", **IO_RETRIES)
-def evaluate_model(
-    name: str,
-    model_uri: str,
-    manifest_uri: str,
-    lesions_uri: str,
-    source_url: str,
-    store_url: str,
-    run_id: str,
-    threshold: float | None,
-    n_boot: int,
-    train_manifest_uri: str | None = None,
-    split_uri: str | None = None,
-    case_ids: list[str] | None = None,
-) -> EvalOutcome:
-    """Score ``name`` (e.g. ``heldout-mini-mias``, ``internal-test-cbis-ddsm``) in original geometry.
-
-    The model is applied exactly as ``predict`` applies it: with the ``plan.json`` beside
-    ``model_uri`` (sliding window, mirroring; :func:`mammoseg.inference.load_predictor`), on
-    arrays that must have been preprocessed with the plan's parameters. ``threshold`` None: the
-    plan's (chosen on validation). ``train_manifest_uri`` + ``split_uri`` (the run's train/val
-    cases): the leakage audit against them; None: no audit, and the metrics say so.
-    ``metrics["eval_set"]`` fingerprints the scored cases (the champion gate compares only
-    scores on the same set).
-    """
-    from mammoseg.evaluation import (
-        EvalCase,
-        best_median_worst,
-        dice,
-        evaluate,
-        is_suspicious,
-        leakage_audit,
-        overlay_grid,
-    )
-    from mammoseg.imageio import load_image
+@task(name="evaluate-model", task_run_name="evaluate-{spec.name}", **IO_RETRIES)
+def evaluate_model(spec: EvalSpec) -> EvalOutcome:
+    """Score a set in original geometry (:func:`mammoseg.evaluation.scoring.score_set`), with the
+    model applied exactly as ``predict`` applies it (its ``plan.json``); write its metrics and
+    overlays through the run's catalog."""
+    from mammoseg import catalog
+    from mammoseg.casetable import image_table
+    from mammoseg.evaluation.scoring import score_set, trained_on_rows
     from mammoseg.inference import load_predictor
-    from mammoseg.preprocess import read_preprocessed
-    from mammoseg.publish import eval_set_fingerprint
 
-    settings = get_settings()
-    logger = get_run_logger()
-    store = open_store(store_url, settings)
-    source = open_store(source_url, settings)
-    src, key = open_uri(lesions_uri, settings)
-    images = image_table(from_csv_bytes(src.read_bytes(key))).set_index("case_id")
-    manifest = read_manifest(manifest_uri)
-    if case_ids is not None:
-        manifest = manifest[manifest["case_id"].isin(case_ids)]
-    predictor = load_predictor(model_uri, settings)
-    plan_digest = predictor.plan.preprocess.digest()
-    other = sorted(set(manifest["params_digest"]) - {plan_digest})
-    if other:
-        raise ValueError(
-            f"{name}: arrays preprocessed with parameters {other}, but the model's plan preprocesses "
-            f"with {plan_digest}: preprocess the set with the plan's parameters"
-        )
-    if threshold is None:
-        threshold = predictor.plan.threshold
-
-    def predict(image: np.ndarray, breast_mask: np.ndarray) -> np.ndarray:
-        return predictor.predict_preprocessed(image, breast_masks=breast_mask)
-
-    predictions: dict[str, np.ndarray] = {}
-    baseline: list[tuple[float, int, int, int]] = []  # (dice, tp, fp, fn) of "whole breast = lesion"
-
-    def cases() -> Iterator[EvalCase]:
-        for row in manifest.itertuples(index=False):
-            arrays = read_preprocessed(store, row.npz_key)
-            prob = predict(arrays.image, arrays.breast_mask)
-            prob_orig = arrays.transform.to_original(prob, order="linear")
-            meta = images.loc[row.case_id]
-            truth, lesions = _truth(meta, arrays.transform.original_shape, source)
-            predictions[row.case_id] = prob_orig >= threshold
-            breast = arrays.transform.to_original(arrays.breast_mask.astype(bool))
-            tp, fp, fn = int((breast & truth).sum()), int((breast & ~truth).sum()), int((~breast & truth).sum())
-            baseline.append((dice(breast, truth), tp, fp, fn))
-            yield EvalCase(
-                case_id=row.case_id, patient_id=row.patient_id, prob=np.clip(prob_orig, 0, 1),
-                truth=truth, lesions=lesions, subgroups=_subgroups(meta),
-            )
-            # keep only the three overlays' worth of full-size masks in memory
-            if len(predictions) > 64:
-                predictions.pop(next(iter(predictions)))
-
-    # the FROC counts what the lesion list of `predict` would show: the plan's top-k per image
-    result = evaluate(cases(), threshold=threshold, n_boot=n_boot, seed=0, top_k=predictor.plan.top_k)
-    findings: list[str] | None = None
-    if train_manifest_uri is not None and split_uri is not None:
-        split = read_manifest(split_uri)
-        trained_on = set(split.loc[split["split"].isin(["train", "val"]), "case_id"])
-        train_manifest = read_manifest(train_manifest_uri)
-        findings = leakage_audit(train_manifest[train_manifest["case_id"].isin(trained_on)], manifest)
-    metrics = result.to_dict()
-    metrics["eval_set"] = eval_set_fingerprint(manifest.to_dict("records"))
-    metrics["plan"] = predictor.plan.to_dict()  # how the model was applied (threshold included)
-    if findings is None:
-        metrics["leakage_audit"] = ["not run: no training manifest and split given"]
-    else:
-        metrics["leakage_audit"] = findings or ["no overlap of patients or image content with the training data"]
-    metrics["suspicious"] = bool(is_suspicious(result))
-    if baseline:
-        b = np.array(baseline, dtype=float)
-        metrics["baseline_whole_breast"] = {
-            "what": "the trivial predictor 'every breast pixel is lesion': the chance level to beat",
-            "dice_mean": float(b[:, 0].mean()),
-            "dice_pooled": float(2 * b[:, 1].sum() / max(2 * b[:, 1].sum() + b[:, 2].sum() + b[:, 3].sum(), 1)),
-        }
+    settings, logger = get_settings(), get_run_logger()
+    run = catalog.RunCatalog.open(spec.store_url, spec.run_id, settings)
+    manifest = catalog.read_manifest(spec.manifest_uri, settings)
+    if spec.case_ids is not None:
+        manifest = manifest[manifest["case_id"].isin(spec.case_ids)]
+    trained_on = None
+    if spec.train_manifest_uri is not None and spec.split_uri is not None:
+        trained_on = trained_on_rows(catalog.read_training_table(spec.train_manifest_uri, settings),
+                                     catalog.read_split(spec.split_uri, settings))
+    scored = score_set(
+        spec.name, manifest=manifest, images=image_table(catalog.read_lesions(spec.lesions_uri, settings)).set_index("case_id"),
+        store=run.store, source=open_store(spec.source_url, settings), predictor=load_predictor(spec.model_uri, settings),
+        threshold=spec.threshold, n_boot=spec.n_boot, trained_on=trained_on,
+    )
+    result, metrics = scored.result, scored.metrics
     if metrics["suspicious"]:
-        logger.warning("%s: mean Dice %.3f is suspiciously high; leakage audit: %s", name, result.dice_mean, findings)
-    metrics_uri = store.write_bytes(
-        join_key("runs", run_id, "evaluation", f"{name}.json"), json.dumps(metrics, indent=2).encode(), "application/json"
-    ).uri
-
-    overlays_uri = None
-    picks = best_median_worst(result.per_image) if len(result.per_image) >= 1 else ()
-    items = []
-    for label, case_id in zip(("best", "median", "worst"), picks):
-        meta = images.loc[case_id]
-        image_key = source.key_from_uri(meta["image_uri"])
-        image = load_image(source.read_bytes(image_key), image_key)
-        truth, _ = _truth(meta, image.shape, source)
-        pred = predictions.get(case_id)
-        if pred is None:  # evicted: predict again
-            row = manifest[manifest["case_id"] == case_id].iloc[0]
-            arrays = read_preprocessed(store, row["npz_key"])
-            pred = arrays.transform.to_original(predict(arrays.image, arrays.breast_mask), order="linear") >= threshold
-        case_dice = float(result.per_image.set_index("case_id").loc[case_id, "dice"])
-        items.append((image, truth, pred, f"{label}: {case_id} Dice {case_dice:.2f}"))
-    if items:
-        overlays_uri = store.write_bytes(
-            join_key("runs", run_id, "evaluation", f"{name}-overlays.png"), overlay_grid(items), "image/png"
-        ).uri
-    _publish_artifacts(name, run_id, result.markdown_table(name), overlays_uri, settings)
+        logger.warning("%s: mean Dice %.3f is suspiciously high; leakage audit: %s", spec.name, result.dice_mean,
+                       scored.leakage_findings)
+    metrics_uri = run.write_metrics(spec.name, metrics)
+    overlays_uri = run.write_overlays(spec.name, scored.overlays_png) if scored.overlays_png else None
+    _publish_artifacts(spec.name, spec.run_id, result.markdown_table(spec.name), overlays_uri, settings)
     logger.info(
         "%s: per-image mean Dice %.3f [%.3f, %.3f], IoU %.3f, pooled Dice %.3f over %d images of %d patients",
-        name, result.dice_mean, *(metrics["ci95"].get("dice_mean") or [float("nan")] * 2), result.iou_mean, result.dice_pooled,
-        result.n_cases, result.n_patients,
+        spec.name, result.dice_mean, *(metrics["ci95"].get("dice_mean") or [float("nan")] * 2), result.iou_mean,
+        result.dice_pooled, result.n_cases, result.n_patients,
     )
-    return EvalOutcome(name=name, metrics=metrics, metrics_uri=metrics_uri, overlays_uri=overlays_uri, leakage_findings=findings)
+    return EvalOutcome(name=spec.name, metrics=metrics, metrics_uri=metrics_uri, overlays_uri=overlays_uri,
+                       leakage_findings=scored.leakage_findings)
 
 
 def _publish_artifacts(name: str, run_id: str, table_md: str, overlays_uri: str | None, settings: Settings) -> None:

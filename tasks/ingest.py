@@ -7,8 +7,7 @@ from pydantic import BaseModel
 
 from mammoseg.adapters.common import IMAGE_ABSENT, OUT_OF_SCOPE
 from mammoseg.adapters.registry import load_dataset
-from mammoseg.casetable import to_csv_bytes
-from mammoseg.layout import lesions_key
+from mammoseg.catalog import RunCatalog
 from mammoseg.runreport import QuarantineRecord, write_quarantine
 from mammoseg.settings import get_settings, require_pseudonym_key
 from mammoseg.storage import open_store
@@ -52,7 +51,7 @@ def build_lesion_table(dataset: str, source_url: str, store_url: str, run_id: st
         for r in result.rejects
         if not r.reason.startswith(skip)
     ]
-    lesions_uri = store.write_bytes(lesions_key(run_id, "ingest"), to_csv_bytes(result.lesions), "text/csv").uri
+    lesions_uri = RunCatalog(store, run_id, settings).write_lesions(result.lesions, "ingest")
     quarantine_uri = write_quarantine(store, run_id, "ingest", records)
     write_quarantine(store, run_id, "skipped", absent)
     logger = get_run_logger()

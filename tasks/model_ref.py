@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import json
 
-import pandas as pd
 from prefect import get_run_logger, task
 from pydantic import BaseModel
 
+from mammoseg.catalog import RunCatalog
 from mammoseg.plan import ModelPlan
+from mammoseg.publish import trained_on_table
 from mammoseg.settings import get_settings
-from mammoseg.storage import ObjectNotFound, ObjectStore, StoreError, join_key, open_store, open_uri
+from mammoseg.storage import ObjectNotFound, ObjectStore, StoreError, open_store, open_uri
 from tasks.retry import IO_RETRIES
 
 
@@ -93,44 +93,28 @@ def locate_training_data(model_uri: str, store_url: str, run_id: str) -> Trainin
     settings = get_settings()
     store = open_store(store_url, settings)
     key = _key_in(store, model_uri)
-    parts = key.split("/") if key else []
-    if len(parts) == 4 and parts[0] == "runs" and parts[2:] == ["model", "model.keras"]:
-        manifest, split = join_key("runs", parts[1], "preprocessed.csv"), join_key("runs", parts[1], "split.csv")
-        if store.exists(manifest) and store.exists(split):
-            return TrainingData(
-                train_manifest_uri=store.uri(manifest), split_uri=store.uri(split),
-                note=f"compared with the train and validation images of run {parts[1]}",
-            )
+    trained_in = RunCatalog.of_model_key(store, key, settings) if key else None
+    if trained_in is not None and trained_in.exists(trained_in.manifest_key()) and trained_in.exists(trained_in.split_key()):
+        return TrainingData(
+            train_manifest_uri=trained_in.uri(trained_in.manifest_key()), split_uri=trained_in.uri(trained_in.split_key()),
+            note=f"compared with the train and validation images of run {trained_in.run_id}",
+        )
     folder, _ = open_uri(model_uri, settings)
     rows = _json(folder, "data_manifest.json")
     if not isinstance(rows, list) or not rows:
         note = "no leakage audit: the model's training data is not recorded (no data_manifest.json beside it)"
         get_run_logger().warning(note)
         return TrainingData(train_manifest_uri=None, split_uri=None, note=note)
-    table = pd.DataFrame(
-        {
-            "case_id": [r.get("case_id") for r in rows],
-            "npz_key": [r.get("key") for r in rows],
-            "npz_etag": [r.get("etag") for r in rows],
-            "split": [r.get("split") or "train" for r in rows],
-        }
-    )
     config = _json(folder, "training_config.json")
-    trained_in = config.get("run_id") if isinstance(config, dict) else None
+    run = config.get("run_id") if isinstance(config, dict) else None
     patients = None
-    if key and trained_in:
+    if key and run:
         try:
-            run_manifest = pd.read_csv(
-                io.BytesIO(store.read_bytes(join_key("runs", str(trained_in), "preprocessed.csv"))),
-                usecols=["case_id", "patient_id"],
-            )
-            patients = run_manifest.drop_duplicates("case_id").set_index("case_id")["patient_id"]
-        except (ObjectNotFound, ValueError):
+            patients = RunCatalog(store, str(run), settings).read_patients()
+        except (ObjectNotFound, ValueError):  # CatalogError is a ValueError
             patients = None
-    table["patient_id"] = table["case_id"].map(patients) if patients is not None else None
-    uri = store.write_bytes(
-        join_key("runs", run_id, "evaluation", "trained-on.csv"), table.to_csv(index=False).encode(), "text/csv"
-    ).uri
+    table = trained_on_table(rows, patients)
+    uri = RunCatalog(store, run_id, settings).write_trained_on(table)
     who = "with patient ids" if patients is not None else "without patient ids (case and content checks only)"
     return TrainingData(
         train_manifest_uri=uri, split_uri=uri,
@@ -153,6 +137,4 @@ def record_evaluation(
         "plan": model.plan.to_dict(),
         "leakage_audit_basis": training.note,
     }
-    store = open_store(store_url, get_settings())
-    key = join_key("runs", run_id, "evaluation", f"{name}-model.json")
-    return store.write_bytes(key, json.dumps(record, indent=2, sort_keys=True).encode(), "application/json").uri
+    return RunCatalog.open(store_url, run_id).write_evaluation_record(name, record)

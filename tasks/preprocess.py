@@ -10,12 +10,13 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from mammoseg.casetable import from_csv_bytes, image_table
-from mammoseg.layout import contact_sheet_key, manifest_key, validation_key
+from mammoseg import catalog
+from mammoseg.casetable import image_table
+from mammoseg.layout import contact_sheet_key, validation_key
 from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.runreport import QuarantineRecord, redact, write_quarantine
 from mammoseg.settings import get_settings
-from mammoseg.storage import StoreError, open_store, open_uri
+from mammoseg.storage import StoreError, open_store
 from tasks.retry import IO_RETRIES
 from tasks.states import QUARANTINED, completed_as
 
@@ -64,8 +65,7 @@ class CasePlan(BaseModel):
 def plan_cases(lesions_uri: str, source_url: str) -> CasePlan:
     """Lesion table → one spec per image; URIs that do not lie in the source are refused."""
     settings = get_settings()
-    src, key = open_uri(lesions_uri, settings)
-    images = image_table(from_csv_bytes(src.read_bytes(key)))
+    images = image_table(catalog.read_lesions(lesions_uri, settings))
     source = open_store(source_url, settings)
     specs: list[CaseSpec] = []
     refused: list[CaseOutcome] = []
@@ -203,19 +203,12 @@ def finish_preprocess(
                 logger.warning("quarantined by the pairing suite: case=%s %s", r.case_id, r.reason)
     write_quarantine(store, run_id, "pairing", pairing_records)
 
-    src, key = open_uri(lesions_uri, settings)
-    images = image_table(from_csv_bytes(src.read_bytes(key)))
+    images = image_table(catalog.read_lesions(lesions_uri, settings))
     records = pd.DataFrame([{"case_id": o.case_id, **o.record} for o in done if o.case_id in passed_ids])
     manifest_uri = contact_uri = None
     if len(records):
-        # the manifest carries pseudonymous ids and content keys only: no source URIs
-        # (CBIS-DDSM object names repeat the DICOM PatientID); the run's lesion tables map back.
-        images = images.drop(columns=["image_uri", "mask_uris"])
-        records = records.drop(columns=[c for c in records.columns if c in images.columns and c != "case_id"])
-        manifest = images.merge(records, on="case_id", how="inner")
-        for col in ("mask_geometries", "abnormality_types"):
-            manifest[col] = manifest[col].map(json.dumps)
-        manifest_uri = store.write_bytes(manifest_key(run_id), manifest.to_csv(index=False).encode(), "text/csv").uri
+        manifest = catalog.build_manifest(images, records)
+        manifest_uri = catalog.RunCatalog(store, run_id, settings).write_manifest(manifest)
         contact_uri = _contact_sheet(store, run_id, manifest)
     computed = sum(1 for o in done if o.case_id in passed_ids and not o.record.get("cached"))
     summary = PreprocessSummary(

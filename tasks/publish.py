@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-from typing import Literal
-
-import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from pydantic import BaseModel
 
-from mammoseg.publish import DataSplitSummary
+from mammoseg import catalog
+from mammoseg.runsummary import (
+    ArtifactSpec,
+    DatasetRun,
+    PublishedLine,
+    ScoredLine,
+    retrain_artifacts,
+)
 from mammoseg.settings import get_settings
-from mammoseg.storage import open_store, open_uri
 from tasks.evaluate import ScoredSet
 from tasks.retry import IO_RETRIES
-from tasks.train import SplitOutcome, TrainOutcome, read_manifest
+from tasks.train import SplitOutcome, TrainOutcome
 
 
 class PublishOutcome(BaseModel):
@@ -52,66 +53,31 @@ def publish_model(
     ``sources``: dataset → source root (the card warns when one is the project's synthetic data;
     the roots themselves are not printed).
     """
-    from mammoseg.plan import ModelPlan
+    from mammoseg.links import browser_url
     from mammoseg.publish import (
         EvaluatedSet,
-        combined_metrics,
-        make_version_id,
-        model_card,
-        promote_if_better,
-        publish_version,
-        read_pointer,
+        TrainingRecord,
+        promote_version,
+        publish_run,
+        training_data,
     )
 
     settings = get_settings()
-    store = open_store(store_url, settings)
-    train_manifest = read_manifest(train_manifest_uri)
-    split_table = read_manifest(split.split_uri)
-    evaluations = [
-        EvaluatedSet(name=s.name, dataset=s.dataset, kind=s.kind, metrics=s.outcome.metrics,
-                     leakage_findings=s.outcome.leakage_findings)
-        for s in scored
-    ]
-    metrics = combined_metrics(evaluations, primary)
-    metrics["run_id"] = run_id
-    metrics["validation"] = {"best_val_dice": trained.best_val_dice, "best_epoch": trained.best_epoch}
-    merged = train_manifest.merge(split_table[["case_id", "split"]], on="case_id")
-    data = [
-        _counts(dataset, s, part[part["split"] == s])
-        for dataset, part in merged.groupby("dataset", sort=True)
-        for s in ("train", "val", "test")
-    ]
-    data += [_counts(dataset, "held-out test", read_manifest(uri)) for dataset, uri in heldout_manifest_uris.items()]
-    data_manifest = [
-        {"key": r.npz_key, "etag": r.npz_etag, "case_id": r.case_id, "dataset": r.dataset, "split": r.split}
-        for r in merged.itertuples(index=False)
-        if r.split in ("train", "val")
-    ]
-    datasets = {"train": sorted(merged["dataset"].unique().tolist()), "heldout": list(heldout_manifest_uris)}
-    training_config = {"model": trained.model_config_, "training": trained.train_config, "threshold": trained.threshold,
-                       "history": trained.history, "run_id": run_id, "datasets": datasets, "primary_set": primary}
-    pstore, pkey = open_uri(trained.plan_uri, settings)
-    plan = ModelPlan.from_json(pstore.read_bytes(pkey))
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.keras"
-        mstore, mkey = open_uri(trained.model_uri, settings)
-        path.write_bytes(mstore.read_bytes(mkey))
-        # from the run id, not the clock: a retry of this task names (and, once complete,
-        # returns) the same version instead of publishing a second one
-        version = make_version_id(path, run_id=run_id)
-        card = model_card(version=version, data=data, metrics=metrics, training_config=training_config,
-                          evaluations=evaluations, primary=primary, sources=sources)
-        published = publish_version(store, model_file=path, training_config=training_config, plan=plan,
-                                    data_manifest=data_manifest, metrics=metrics, model_card_md=card, version=version)
-    decision = promote_if_better(store, published.version, metric=promote_metric)
-    pointer = read_pointer(store)
-    promoted, gate_reason = decision.promoted, decision.reason
-    if not promoted and pointer is not None and pointer.version == published.version:
-        # a retry after an earlier attempt of this run had already promoted its model
-        promoted, gate_reason = True, f"promoted by an earlier attempt of this run ({decision.reason})"
-    logger = get_run_logger()
-    logger.info("published model version %s (gate on %s): %s", published.version, primary, gate_reason)
-    from mammoseg.links import browser_url
+    run = catalog.RunCatalog.open(store_url, run_id, settings)
+    published, card = publish_run(
+        run.store, run_id=run_id, model_file=catalog.model_file(trained.model_uri, settings)[2],
+        plan=catalog.catalog_of(trained.plan_uri, settings)[0].read_plan(), primary=primary, sources=sources,
+        evaluations=[EvaluatedSet(name=s.name, dataset=s.dataset, kind=s.kind, metrics=s.outcome.metrics,
+                                  leakage_findings=s.outcome.leakage_findings) for s in scored],
+        data=training_data(
+            catalog.read_manifest(train_manifest_uri, settings), catalog.read_split(split.split_uri, settings),
+            {dataset: catalog.read_manifest(uri, settings) for dataset, uri in heldout_manifest_uris.items()},
+        ),
+        training=TrainingRecord(model=trained.model_config_, training=trained.train_config, threshold=trained.threshold,
+                                history=trained.history, best_val_dice=trained.best_val_dice, best_epoch=trained.best_epoch),
+    )
+    promoted, gate_reason, current = promote_version(run.store, published.version, metric=promote_metric)
+    get_run_logger().info("published model version %s (gate on %s): %s", published.version, primary, gate_reason)
 
     model_url = browser_url(published.model_uri, settings)
     if model_url:  # a link artifact only when a browser can open it (a file:// link opens nothing)
@@ -126,31 +92,8 @@ def publish_model(
         model_card_uri=published.model_card_uri,
         promoted=promoted,
         gate_reason=gate_reason,
-        current_version=pointer.version if pointer else None,
+        current_version=current,
     )
-
-
-def _counts(dataset: str, split: str, rows: pd.DataFrame) -> DataSplitSummary:
-    return DataSplitSummary(dataset, split, len(rows), int(rows["patient_id"].nunique()), int(rows["n_lesions"].sum()))
-
-
-class DatasetRun(BaseModel):
-    """One data-pipeline run of a retrain, for the retrain's own summary artifacts."""
-
-    role: Literal["train", "heldout"]
-    dataset: str
-    report_uri: str
-    contact_sheet_uri: str | None = None
-    data_docs_uri: str | None = None
-
-
-class ArtifactSpec(BaseModel):
-    """One artifact the flow itself creates (so the UI lists it under the flow run)."""
-
-    kind: Literal["markdown", "image"]
-    key: str
-    body: str  # Markdown, or the image's URL
-    description: str
 
 
 @task(name="summarize-run", **IO_RETRIES)
@@ -158,73 +101,16 @@ def summarize_run(
     *, run_id: str, datasets: list[DatasetRun], scored: list[ScoredSet], published: PublishOutcome, primary: str
 ) -> list[ArtifactSpec]:
     """What the top-level run shows about itself (:func:`create_artifacts` makes them in the
-    flow): ``retrain-summary`` (the published version, every evaluated set, every dataset, with
-    links a browser opens), each dataset's run report (``retrain-report-<role>-<dataset>``) and
-    contact sheet (``contact-sheet-<role>-<dataset>``)."""
-    from mammoseg.links import artifact_key, browser_url, md_link
-    from mammoseg.publish import _ci, _fmt
-    from mammoseg.runreport import RunReport
-
+    flow): :func:`mammoseg.runsummary.retrain_artifacts` over the datasets' run reports."""
     settings = get_settings()
-
-    def link(text: str, uri: str | None) -> str:
-        url = browser_url(uri, settings)
-        return f"[{text}]({url})" if url else (f"`{uri}`" if uri else "—")
-
-    verdict = "promoted to champion" if published.promoted else "not promoted"
-    lines = [
-        f"# Retrain `{run_id}`",
-        "",
-        f"**Model version `{published.version}`**: {verdict} ({published.gate_reason}).",
-        "",
-        f"- {md_link('Model card', published.model_card_uri, settings)}",
-        f"- {md_link('Model file (.keras)', published.model_uri, settings)}",
-        f"- {md_link('Metrics (JSON)', published.metrics_uri, settings)}",
-        "",
-        "## Evaluated sets",
-        "",
-        "| set | images (patients) | Dice, mean per image [95% CI] | Dice, pooled | overlays |",
-        "|---|---:|---|---:|---|",
-    ]
-    for s in scored:
-        m = s.outcome.metrics
-        mark = " (primary)" if s.name == primary else ""
-        lines.append(
-            f"| {s.name}{mark} | {_fmt(m.get('n_cases'))} ({_fmt(m.get('n_patients'))}) | "
-            f"{_fmt(m.get('dice_mean'))} [{_ci(m, 'dice_mean')}] | {_fmt(m.get('dice_pooled'))} | "
-            f"{link('image', s.outcome.overlays_uri)} |"
-        )
-    lines += [
-        "",
-        ("*internal-test-*: the training dataset's own test patients (in-domain); *heldout-*: a dataset "
-         "never trained on (cross-dataset)."),
-        "",
-        "## Data",
-        "",
-        "| dataset | role | cases found | preprocessed | quarantined | run report | Data Docs | contact sheet |",
-        "|---|---|---:|---:|---:|---|---|---|",
-    ]
-    specs: list[ArtifactSpec] = []
-    for d in datasets:
-        store, key = open_uri(d.report_uri, settings)
-        report = RunReport.load(store, key)
-        bad = sum(1 for r in report.quarantined if r.stage != "skipped")
-        role = "training" if d.role == "train" else "held-out"
-        lines.append(
-            f"| {d.dataset} | {role} | {report.cases_found} | {report.cases_preprocessed} | {bad} | "
-            f"{link('JSON', d.report_uri)} | {link('open', d.data_docs_uri)} | {link('image', d.contact_sheet_uri)} |"
-        )
-        slug = artifact_key(f"{d.role}-{d.dataset}")
-        specs.append(ArtifactSpec(kind="markdown", key=f"retrain-report-{slug}",
-                                  body=report.markdown(link=lambda u: browser_url(u, settings)),
-                                  description=f"run report of {d.dataset} ({role}), retrain {run_id}"))
-        sheet = browser_url(d.contact_sheet_uri, settings)
-        if sheet:
-            specs.append(ArtifactSpec(kind="image", key=f"contact-sheet-{slug}", body=sheet,
-                                      description=f"preprocessed images of {d.dataset} with their masks, retrain {run_id}"))
-    summary = ArtifactSpec(kind="markdown", key="retrain-summary", body="\n".join(lines) + "\n",
-                           description=f"retrain {run_id}: what it produced")
-    return [summary, *specs]
+    return retrain_artifacts(
+        run_id=run_id, primary=primary, settings=settings,
+        datasets=[(d, catalog.read_report(d.report_uri, settings)) for d in datasets],
+        scored=[ScoredLine(name=s.name, metrics=s.outcome.metrics, overlays_uri=s.outcome.overlays_uri) for s in scored],
+        published=PublishedLine(version=published.version, promoted=published.promoted, gate_reason=published.gate_reason,
+                                model_card_uri=published.model_card_uri, model_uri=published.model_uri,
+                                metrics_uri=published.metrics_uri),
+    )
 
 
 def create_artifacts(specs: list[ArtifactSpec]) -> None:

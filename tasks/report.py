@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from mammoseg.links import artifact_key, browser_url
 from mammoseg.runreport import REPORT_STAGES, STAGES, RunReport, read_quarantine
 from mammoseg.settings import get_settings
-from mammoseg.storage import open_store, open_uri
+from mammoseg.storage import open_store
 from tasks.retry import IO_RETRIES
 
 
@@ -60,8 +60,7 @@ def write_run_report(
 @task(name="lesion-table-datasets", **IO_RETRIES)
 def lesion_table_datasets(lesions_uri: str) -> str:
     """The dataset(s) a lesion table comes from (``source_dataset``), for a stage report's title."""
-    from mammoseg.casetable import from_csv_bytes
+    from mammoseg.catalog import read_lesions
 
-    src, key = open_uri(lesions_uri, get_settings())
-    table = from_csv_bytes(src.read_bytes(key))
+    table = read_lesions(lesions_uri, get_settings())
     return ", ".join(sorted(str(d) for d in table["source_dataset"].dropna().unique())) or "unknown"

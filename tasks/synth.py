@@ -19,11 +19,12 @@ def synthesize(
     height: int = 320,
     width: int = 200,
     mias_images: int = 12,
-    mias_size: int = 256,
+    mias_size: int | None = None,
     bad: int = 0,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Write a CBIS-DDSM-shaped set and a mini-MIAS-format held-out set; return their roots."""
+    """Write a CBIS-DDSM-shaped set and a mini-MIAS-format held-out set; return their roots.
+    ``mias_size`` None: :class:`~mammoseg.synth.MiasSynthParams`' size."""
     from mammoseg.synth import CbisSynthParams, MiasSynthParams, generate_cbis, generate_mias
 
     store = open_store(out_url or store_url, get_settings())
@@ -40,7 +41,8 @@ def synthesize(
     if mias_images:
         mias = generate_mias(
             store,
-            MiasSynthParams(n_women=max(1, mias_images // 2), size=mias_size, seed=seed + 1, prefix=SYNTH_MIAS_PREFIX),
+            MiasSynthParams(n_women=max(1, mias_images // 2), seed=seed + 1, prefix=SYNTH_MIAS_PREFIX,
+                            **({"size": mias_size} if mias_size else {})),
         )
         result |= {"mias_source_url": store.uri(SYNTH_MIAS_PREFIX).rstrip("/"), "mias_images": mias.n_images}
     return result

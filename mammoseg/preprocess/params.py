@@ -11,6 +11,16 @@ if TYPE_CHECKING:
     from mammoseg.settings import Settings
 
 
+def _settings_defaults() -> dict[str, object]:
+    from mammoseg.settings import Settings
+
+    return {name: f.default for name, f in Settings.model_fields.items()}
+
+
+#: MAMMOSEG_IMAGE_SIZE, _CLAHE_CLIP_LIMIT, _CLAHE_TILE_GRID, _CANONICAL_SIDE: one default each.
+_SETTINGS_DEFAULTS = _settings_defaults()
+
+
 @dataclass(frozen=True)
 class AlignmentTolerances:
     """How far a mask may drift from the image before :class:`AlignmentError` is raised.
@@ -62,10 +72,11 @@ class PreprocessParams:
       that share the crop box with the breast never reach the model (or a report).
     """
 
-    size: int = 512
-    clahe_clip_limit: float = 2.0
-    clahe_tile_grid: int = 8
-    canonical_side: Literal["L", "R"] = "L"
+    # the defaults shared with the environment's settings live in mammoseg/settings.py
+    size: int = _SETTINGS_DEFAULTS["image_size"]
+    clahe_clip_limit: float = _SETTINGS_DEFAULTS["clahe_clip_limit"]
+    clahe_tile_grid: int = _SETTINGS_DEFAULTS["clahe_tile_grid"]
+    canonical_side: Literal["L", "R"] = _SETTINGS_DEFAULTS["canonical_side"]
     crop_margin: float = 0.02
     otsu_downsample: int = 256
     threshold_fraction: float = 0.2

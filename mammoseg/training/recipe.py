@@ -208,3 +208,76 @@ def fit_folds(
         results.append(result)
     return FoldFit(model=ensemble_model(models), results=results, folds=folds, oof=oof)
 
+
+
+@dataclass
+class TrainedModel:
+    """A fitted model of a run: the file to publish, its plan (threshold chosen), the fits."""
+
+    model_path: Path
+    plan: ModelPlan
+    results: list[TrainResult]
+    history: list[dict[str, float]]
+    threshold: float
+    model_config: UNetConfig
+    train_config: TrainConfig
+
+    @property
+    def best_val_dice(self) -> float:
+        return float(np.mean([r.best_val_dice for r in self.results]))
+
+
+def run_plan(params: RetrainParams, settings: Settings) -> ModelPlan:
+    """The inference plan a run's model is trained for (its threshold still to choose)."""
+    from mammoseg.preprocess import PreprocessParams
+
+    return ModelPlan(
+        preprocess=PreprocessParams.from_settings(settings, size=params.size),
+        patch_size=params.patch_size, tta_mirror=params.tta_mirror, suppress_pectoral=params.suppress_pectoral,
+    )
+
+
+def train_model(
+    store: ObjectStore, manifest: pd.DataFrame, params: RetrainParams, workdir: Path,
+    on_epoch_end: Callable[[int, int, dict], None] | None, settings: Settings,
+) -> TrainedModel:
+    """Fit the run's model on ``manifest`` (with its ``split`` column) and choose its threshold.
+
+    One model on ``train`` validated on ``val``; or, with ``params.folds > 1`` (nnU-Net style),
+    k fold models over train + val, each validated on its own fold, averaged into one model. The
+    threshold is chosen on validation predictions made with the plan (out-of-fold for folds),
+    never on a test set. ``on_epoch_end(fold, epoch, logs)`` reports progress. The arrays must
+    have been preprocessed with the plan's parameters.
+    """
+    from mammoseg.evaluation import choose_threshold
+    from mammoseg.inference import Predictor
+    from mammoseg.training.dataset import load_samples
+
+    plan = run_plan(params, settings)
+    digests = set(manifest["params_digest"])
+    if digests != {plan.preprocess.digest()}:
+        raise ValueError(
+            f"the training arrays were preprocessed with parameters {sorted(digests)}, not the plan's "
+            f"({plan.preprocess.digest()}): preprocess them with this run's settings"
+        )
+    model_config, train_config = configs(params, plan.network_size, settings)
+    hook = on_epoch_end or (lambda fold, epoch, logs: None)
+    if params.folds > 1:
+        pool = manifest[manifest["split"].isin(["train", "val"])]
+        fitted = fit_folds(store, pool, params, plan, workdir, hook, settings)
+        results = fitted.results
+        _, masks = load_samples(store, pool)
+        probs = np.stack([fitted.oof[c] for c in pool["case_id"]])
+        model_path = workdir / "ensemble.keras"
+        fitted.model.save(model_path)
+        history = [{**h, "fold": float(k)} for k, r in enumerate(results) for h in r.history]
+    else:
+        train_rows, val_rows = manifest[manifest["split"] == "train"], manifest[manifest["split"] == "val"]
+        model, result = fit_one(store, train_rows, val_rows, params, plan, workdir, lambda e, logs: hook(0, e, logs), settings)
+        results, model_path, history = [result], result.best_model_path, result.history
+        images, masks = load_samples(store, val_rows)
+        probs = Predictor(model, plan, settings.inference_batch_size).predict_preprocessed(
+            images, breast_masks=breast_masks(store, val_rows))
+    threshold = float(choose_threshold(list(probs), list(masks.astype(bool))))
+    return TrainedModel(model_path=model_path, plan=plan.replace(threshold=threshold), results=results, history=history,
+                        threshold=threshold, model_config=model_config, train_config=train_config)

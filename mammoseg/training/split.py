@@ -157,3 +157,35 @@ def patient_folds(images: pd.DataFrame, k: int, *, seed: int = 0, group_col: str
         assignment[pid] = fold
         load[fold] += sizes.loc[pid]
     return images[group_col].map(assignment).astype(int).rename("fold")
+
+
+def combine_manifests(manifests: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The training sets' manifests (dataset name → table) as one table with a leading
+    ``dataset`` column. A case id in more than one set is an error (it would be split twice)."""
+    parts = [part.copy() for part in manifests.values()]
+    for dataset, part in zip(manifests, parts, strict=True):
+        part.insert(0, "dataset", dataset)
+    table = pd.concat(parts, ignore_index=True)
+    twice = table["case_id"][table["case_id"].duplicated()]
+    if len(twice):
+        raise ValueError(f"{twice.nunique()} case id(s) occur in more than one training set: {sorted(twice)[:3]}")
+    return table
+
+
+def split_table(
+    manifest: pd.DataFrame, *, val_fraction: float, test_fraction: float, seed: int
+) -> pd.DataFrame:
+    """``split.csv`` of a manifest: case, patient, dataset and split, by patient and stratified,
+    each dataset of a combined manifest split on its own (so every dataset is in every split).
+    A single data-pipeline manifest (no ``dataset`` column) is its ``source_dataset``."""
+    dataset = manifest["dataset"] if "dataset" in manifest.columns else manifest["source_dataset"]
+    frame = manifest if "dataset" in manifest.columns else manifest.assign(dataset=dataset)
+    split = patient_split(frame, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, group_col="dataset")
+    return pd.DataFrame({"case_id": manifest["case_id"], "patient_id": manifest["patient_id"], "dataset": dataset, "split": split})
+
+
+def split_counts(table: pd.DataFrame) -> tuple[dict[str, int], dict[str, int]]:
+    """Images and patients per split of a ``split.csv`` table."""
+    images = {k: int(v) for k, v in table["split"].value_counts().items()}
+    patients = {k: int(v) for k, v in table.groupby("split")["patient_id"].nunique().items()}
+    return images, patients
