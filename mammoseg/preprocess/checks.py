@@ -14,6 +14,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from mammoseg.masks import mask_iou as iou  # one IoU of two masks (both empty → 1.0)
 from mammoseg.preprocess.params import AlignmentTolerances
 from mammoseg.preprocess.steps import mask_bbox
 from mammoseg.preprocess.transform import GeometricStep, Transform
@@ -156,15 +157,6 @@ def check_moved(
             f"(need ≥ {100 * tol.min_in_breast:.0f}%)"
         )
     return problems
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two same-shape masks (nonzero = in); both empty → 1.0."""
-    x, y = np.asarray(a) != 0, np.asarray(b) != 0
-    if x.shape != y.shape:
-        raise ValueError(f"masks differ in shape: {x.shape} vs {y.shape}")
-    union = int(np.count_nonzero(x | y))
-    return 1.0 if union == 0 else int(np.count_nonzero(x & y)) / union
 
 
 def roundtrip_iou(
