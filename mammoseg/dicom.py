@@ -120,6 +120,24 @@ _quiet_depth = 0
 
 
 @contextmanager
+def _decode_errors(ds: Any) -> Iterator[None]:
+    """Every failure while decoding ``ds``'s pixels as a one-line :class:`DicomError` that names
+    the exception type only (its text could quote the header)."""
+    try:
+        yield
+    except DicomError:
+        raise
+    except MemoryError as exc:
+        dims = _dimensions(ds)
+        raise DicomError(
+            f"not enough memory to decode the pixel data (Rows {dims.rows}, "
+            f"Columns {dims.columns})"
+        ) from exc
+    except Exception as exc:  # pydicom/numpy raise many types for bad data
+        raise DicomError(f"undecodable DICOM ({type(exc).__name__})") from exc
+
+
+@contextmanager
 def _quiet_pydicom(*, catch_warnings: bool = False) -> Iterator[None]:
     """Drop pydicom's log records (thread-safe) and, with ``catch_warnings``, its warnings.
 
@@ -518,7 +536,7 @@ def decode_dicom(
     budget = max_image_pixels(max_pixels)
     with _quiet_pydicom():
         ds = _parse(data, stop_before_pixels=False)
-        try:
+        with _decode_errors(ds):
             _check_image(ds, len(data), budget)
             arr = _pixel_array(ds)
             monochrome1 = _text(ds, "PhotometricInterpretation").upper() == "MONOCHROME1"
@@ -528,16 +546,6 @@ def decode_dicom(
                 pixels = _display_pixels(values, lo, hi, monochrome1)
             meta = _safe_meta(ds)
             return DecodedDicom(pixels=pixels, meta=meta)
-        except DicomError:
-            raise
-        except MemoryError as exc:
-            dims = _dimensions(ds)
-            raise DicomError(
-                f"not enough memory to decode the pixel data (Rows {dims.rows}, "
-                f"Columns {dims.columns})"
-            ) from exc
-        except Exception as exc:  # pydicom/numpy raise many types for bad data
-            raise DicomError(f"undecodable DICOM ({type(exc).__name__})") from exc
 
 
 #: Uncompressed little-endian transfer syntaxes whose pixel data is read in place.
@@ -659,22 +667,12 @@ def decode_dicom_sparse(
     budget = max_image_pixels(max_pixels)
     with _quiet_pydicom():
         ds = _parse(data, stop_before_pixels=False)
-        try:
+        with _decode_errors(ds):
             _check_image(ds, len(data), budget)
             arr = _pixel_array(ds)
             monochrome1 = _text(ds, "PhotometricInterpretation").upper() == "MONOCHROME1"
             lut = _display_table(arr, ds, apply_voi, monochrome1)
             meta = _safe_meta(ds)
-        except DicomError:
-            raise
-        except MemoryError as exc:
-            dims = _dimensions(ds)
-            raise DicomError(
-                f"not enough memory to decode the pixel data (Rows {dims.rows}, "
-                f"Columns {dims.columns})"
-            ) from exc
-        except Exception as exc:  # pydicom/numpy raise many types for bad data
-            raise DicomError(f"undecodable DICOM ({type(exc).__name__})") from exc
     shape = (int(arr.shape[0]), int(arr.shape[1]))
     if lut is not None and lut[0] == 0 and np.all(lut[1:] != 0):
         box = _nonzero_box(arr)
