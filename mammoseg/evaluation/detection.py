@@ -20,10 +20,14 @@ Rules (also in ``docs/evaluation.md``):
   split and shrink as ``t`` rises, so thresholding component scores from one base map would be
   wrong when blobs split). Sensitivity = hit lesions / all lesions; FP per image = false-positive
   components / all images (normal images included).
-* :func:`sensitivity_at_fp` returns the best sensitivity among swept thresholds whose FP/image is
-  at most the rate — an achievable operating point, not an interpolation. When no swept
-  threshold is that strict it returns 0.0 (the curve's implicit start: a threshold above every
-  score detects nothing), a lower bound.
+* **Operating points** (:func:`froc_operating_points`, what the evaluation reports): at every
+  swept threshold, the marks (components, at most ``top_k`` per image) are also cut by their
+  score, from the highest down, as a reader of the lesion list would: the FROC of CAD studies.
+  A threshold sweep alone jumps from no mark to every mark when the probabilities cluster.
+* :func:`sensitivity_at_fp` returns the best sensitivity among the given points whose FP/image is
+  at most the rate — an achievable operating point, not an interpolation. When no point is that
+  strict it returns 0.0 (the curve's implicit start: a threshold above every score detects
+  nothing), a lower bound.
 * :func:`lesion_list` is the detection *output* of one image (what ``mammoseg predict`` writes):
   the components of ``prob >= threshold`` with their scores, highest score first, at most
   ``top_k``.
@@ -316,6 +320,10 @@ class DetectionCounts:
     false_positives: np.ndarray  # int64, FP components at each threshold
     n_lesions: int
     max_score: float  # highest probability in the image (component scores are below it)
+    #: per threshold, the counted marks (after ``top_k``): their scores ``[m]`` and which lesions
+    #: each one hits ``[m, n_lesions]`` (bool), for the score sweep of :func:`froc_operating_points`
+    mark_scores: tuple[np.ndarray, ...] = ()
+    mark_hits: tuple[np.ndarray, ...] = ()
 
 
 def _check_thresholds(thresholds: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -383,6 +391,7 @@ def detection_counts(
             found[j].extend(zip(comp_scores.tolist(), list(inside), strict=True))
     hits = np.zeros(k, dtype=np.int64)
     fps = np.zeros(k, dtype=np.int64)
+    mark_scores, mark_hits = [], []
     for j, comps in enumerate(found):
         if top_k is not None and len(comps) > top_k:
             order = sorted(range(len(comps)), key=lambda c: -comps[c][0])  # stable: raster order on ties
@@ -392,12 +401,16 @@ def detection_counts(
             hit_any |= row
             fps[j] += int(not row.any())
         hits[j] = int(hit_any.sum())
+        mark_scores.append(np.array([c[0] for c in comps], dtype=np.float64))
+        mark_hits.append(np.array([c[1] for c in comps], dtype=bool).reshape(len(comps), len(norm)))
     return DetectionCounts(
         thresholds=thr,
         hits=hits,
         false_positives=fps,
         n_lesions=len(norm),
         max_score=float(p.max()),
+        mark_scores=tuple(mark_scores),
+        mark_hits=tuple(mark_hits),
     )
 
 
@@ -431,6 +444,64 @@ def froc_from_counts(counts: Iterable[DetectionCounts]) -> pd.DataFrame:
             "n_images": n_images,
         }
     )
+
+
+def froc_operating_points(counts: Iterable[DetectionCounts]) -> pd.DataFrame:
+    """Every achievable operating point of the detector: a probability threshold ``t`` (the
+    swept thresholds) *and* a cut-off ``min_score`` on the marks' scores (the score of every mark
+    of the lesion list at ``t``, from the highest down; a reader keeps the marks scoring at least
+    that). Columns: threshold, min_score, sensitivity, fp_per_image, hits, false_positives,
+    n_lesions, n_images.
+
+    This is the FROC of CAD studies: the marks of a fixed detector ranked by their scores.
+    Sweeping ``t`` alone would jump from no mark to every mark of ``prob >= t`` when the
+    probabilities cluster (a model trained with a focal loss is rarely above 0.6 anywhere), so
+    "sensitivity at 1 FP/image" could read 0 where cutting the weakest marks gives a real
+    operating point. The rows with ``min_score = 0`` are :func:`froc_from_counts`'s points.
+    """
+    items = list(counts)
+    if not items:
+        raise EvaluationInputError("no images for the FROC")
+    if any(len(c.mark_scores) != c.thresholds.size for c in items):
+        raise EvaluationInputError("the detection counts carry no marks (made by an older version)")
+    thr = items[0].thresholds
+    n_images = len(items)
+    n_lesions = int(sum(c.n_lesions for c in items))
+    offsets = np.cumsum([0] + [c.n_lesions for c in items])
+    rows: list[dict[str, float | int]] = []
+    for j, t in enumerate(thr):
+        scores = np.concatenate([c.mark_scores[j] for c in items])
+        # global lesion index hit by each mark (-1: a false positive); a mark may hit several
+        fp = np.concatenate([~c.mark_hits[j].any(axis=1) for c in items])
+        order = np.argsort(-scores, kind="stable")
+        scores, fp = scores[order], fp[order]
+        position = np.empty(order.size, dtype=np.int64)
+        position[order] = np.arange(order.size)
+        first_hit = np.full(n_lesions, np.iinfo(np.int64).max)
+        start = 0
+        for i, c in enumerate(items):
+            m = c.mark_scores[j].size
+            marks, lesions = np.nonzero(c.mark_hits[j])
+            np.minimum.at(first_hit, offsets[i] + lesions, position[start + marks])
+            start += m
+        first_hit = np.sort(first_hit)
+        cum_fp = np.cumsum(fp)
+        # one point per distinct score: the last mark of each run of equal scores
+        last = np.flatnonzero(np.append(scores[1:] != scores[:-1], True)) if scores.size else []
+        for k in last:
+            hits = int(np.searchsorted(first_hit, k, side="right"))
+            rows.append({"threshold": float(t), "min_score": float(scores[k]),
+                         "sensitivity": hits / n_lesions if n_lesions else float("nan"),
+                         "fp_per_image": float(cum_fp[k]) / n_images, "hits": hits,
+                         "false_positives": int(cum_fp[k])})
+    # the curve's start: a cut-off above every score keeps no mark
+    rows.append({"threshold": float(thr[-1]), "min_score": float("inf"), "sensitivity": 0.0 if n_lesions else
+                 float("nan"), "fp_per_image": 0.0, "hits": 0, "false_positives": 0})
+    frame = pd.DataFrame(rows, columns=["threshold", "min_score", "sensitivity", "fp_per_image", "hits",
+                                        "false_positives"])
+    frame["n_lesions"] = n_lesions
+    frame["n_images"] = n_images
+    return frame
 
 
 def froc_points(

@@ -29,6 +29,7 @@ from mammoseg.evaluation.detection import (
     Lesion,
     detection_counts,
     froc_from_counts,
+    froc_operating_points,
     lesions_from_truth,
     sensitivity_at_fp,
 )
@@ -108,9 +109,10 @@ def definitions(threshold: float, n_boot: int, min_area: int, top_k: int | None 
         f"(area >= {min_area} px"
         + (f"; at most the {top_k} highest-scoring components per image, as in the lesion list" if top_k else "")
         + ") lies inside it (mask, or circle for MIAS); a component inside "
-        "no lesion is a false positive. Components are recomputed at every threshold. "
-        "Sensitivity at k FP/image = best sensitivity over swept thresholds with at most k false "
-        "positives per image (0 if none).",
+        "no lesion is a false positive. Components are recomputed at every threshold, and at each "
+        "threshold the marks are also cut by their score (the FROC of CAD studies). Sensitivity at "
+        "k FP/image = best sensitivity over these operating points (threshold, score cut-off) with "
+        "at most k false positives per image (0 if none).",
     }
 
 
@@ -359,11 +361,12 @@ def evaluate(
     tp, fp, fn = (int(per_image[c].sum()) for c in ("tp", "fp", "fn"))
     den = 2 * tp + fp + fn
     froc = froc_from_counts(counts)
+    points = froc_operating_points(counts)
     at_thr = froc[np.isclose(froc["threshold"], float(threshold))].iloc[0]
     detection = DetectionSummary(
-        sensitivity_at_0_5fp=sensitivity_at_fp(froc, 0.5),
-        sensitivity_at_1fp=sensitivity_at_fp(froc, 1.0),
-        sensitivity_at_2fp=sensitivity_at_fp(froc, 2.0),
+        sensitivity_at_0_5fp=sensitivity_at_fp(points, 0.5),
+        sensitivity_at_1fp=sensitivity_at_fp(points, 1.0),
+        sensitivity_at_2fp=sensitivity_at_fp(points, 2.0),
         sensitivity_at_threshold=float(at_thr["sensitivity"]),
         fp_per_image_at_threshold=float(at_thr["fp_per_image"]),
         n_lesions=int(froc["n_lesions"].iloc[0]),

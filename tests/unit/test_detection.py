@@ -232,3 +232,51 @@ def test_lesion_list_to_dict_is_plain_json() -> None:
     assert d == {"score": 0.8, "bbox": [4, 8, 6, 11], "area": 6, "centroid": [4.5, 9.0]}
     assert json.loads(json.dumps(d, allow_nan=False)) == d
     assert all(type(v) is int for v in d["bbox"]) and type(d["score"]) is float
+
+
+def test_operating_points_cut_marks_by_score_at_each_threshold() -> None:
+    """Hand-computed: one threshold (0.2), three images, marks ranked by their scores.
+
+    Image 1: mark on lesion A (0.9), FP (0.7). Image 2: FP (0.8), mark on B (0.4). Image 3: no
+    lesion, FP (0.3). A threshold sweep alone has one point here: 2/2 hits at 3 FP / 3 images.
+    """
+    from mammoseg.evaluation import froc_operating_points
+
+    shape = (40, 40)
+    a, b = _square(shape, 5, 10, 5, 10), _square(shape, 25, 30, 25, 30)
+    p1 = np.zeros(shape, np.float32)
+    p1[6:9, 6:9] = 0.9
+    p1[30:33, 5:8] = 0.7
+    p2 = np.zeros(shape, np.float32)
+    p2[5:8, 30:33] = 0.8
+    p2[26:29, 26:29] = 0.4
+    p3 = np.zeros(shape, np.float32)
+    p3[20:23, 20:23] = 0.3
+    counts = [detection_counts(p, les, [0.2]) for p, les in ((p1, [a]), (p2, [b]), (p3, []))]
+    points = froc_operating_points(counts)
+    got = points.sort_values("min_score", ascending=False)
+    # cut-offs inf, 0.9, 0.8, 0.7, 0.4, 0.3 -> (hits, FPs)
+    assert got["min_score"].tolist() == [np.inf, pytest.approx(0.9), pytest.approx(0.8), pytest.approx(0.7),
+                                         pytest.approx(0.4), pytest.approx(0.3)]
+    assert got["hits"].tolist() == [0, 1, 1, 1, 2, 2]
+    assert got["false_positives"].tolist() == [0, 0, 1, 2, 2, 3]
+    assert got["n_lesions"].unique().tolist() == [2]
+    assert sensitivity_at_fp(points, 0.5) == 0.5  # the 0.9 mark alone (0 FP)
+    assert sensitivity_at_fp(points, 2 / 3) == 1.0  # down to 0.4: 2 FPs over 3 images
+    # the threshold sweep alone can only say 0 below 1 FP/image
+    assert sensitivity_at_fp(froc_points([p1, p2, p3], [[a], [b], []], thresholds=[0.2]), 0.9) == 0.0
+
+
+def test_operating_points_count_a_lesion_once_and_respect_top_k() -> None:
+    from mammoseg.evaluation import froc_operating_points
+
+    shape = (40, 40)
+    a = _square(shape, 5, 20, 5, 20)
+    p = np.zeros(shape, np.float32)
+    p[6:9, 6:9] = 0.9  # hits A
+    p[15:18, 15:18] = 0.8  # hits A again: no second hit, no FP
+    p[30:33, 30:33] = 0.5  # FP, dropped by top_k=2
+    points = froc_operating_points([detection_counts(p, [a], [0.2], top_k=2)])
+    assert points["hits"].max() == 1
+    assert points["false_positives"].max() == 0
+    assert sensitivity_at_fp(points, 0.0) == 1.0
