@@ -305,6 +305,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def rescore(args: argparse.Namespace) -> dict[str, Any]:
+    """Score saved out-of-fold maps again with today's scoring code (``--rescore DIR``): every
+    ``oof-<variant>.npz`` of a ``--save`` folder, at the size its maps have. No training."""
+    from mammoseg.storage import open_store
+
+    folder = Path(args.rescore)
+    cache_url = Path(args.cache).resolve().as_uri()
+    store = open_store(cache_url)
+    saved = pd.read_csv(folder / "cases.csv")
+    truths = Truths()
+    results: dict[str, Any] = {"rows": [], "settings": vars(args), "rescored_from": str(folder)}
+    data: dict[int, pd.DataFrame] = {}
+    for path in sorted(folder.glob("oof-*.npz")):
+        variant = path.stem.removeprefix("oof-")
+        with np.load(path) as z:
+            oof = {k: z[k] for k in z.files}
+        size = next(iter(oof.values())).shape[0]
+        if size not in data:
+            data[size], _ = load_cases(Path(args.data), size, cache_url)
+        cases = data[size][data[size]["case_id"].isin(saved["case_id"])]
+        for name, _ in DATASETS:
+            row = {"recipe": variant, "dataset": name}
+            row |= score(store, cases[cases["dataset"] == name], oof, truths, args.n_boot)
+            results["rows"].append(row)
+            print(_line(row), file=sys.stderr)
+    results["total_minutes"] = results["preprocess_minutes"] = 0.0
+    return results
+
+
 def _breasts(store: Any, rows: pd.DataFrame, plan: Any) -> np.ndarray | None:
     """The breast masks of ``rows``, when the plan needs them (pectoral suppression)."""
     from mammoseg.training.recipe import breast_masks
@@ -378,13 +407,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--save", help="folder for the out-of-fold maps and best/median/worst overlays per dataset")
     ap.add_argument("--pectoral-variants", action="store_true",
                     help="also score every recipe with pectoral-muscle suppression toggled (same models)")
+    ap.add_argument("--rescore", help="score the out-of-fold maps saved by --save in this folder again (no training)")
     args = ap.parse_args(argv)
     unknown = [r for r in args.recipes.split(",") if r not in RECIPES]
     if unknown:
         ap.error(f"unknown recipe(s) {unknown}; choose from {sorted(RECIPES)}")
     if not (Path(args.data) / "cdd-cesm").is_dir():
         ap.error(f"no real data under {args.data} (expected cdd-cesm/, inbreast/, mini-mias/)")
-    results = run(args)
+    results = rescore(args) if args.rescore else run(args)
     print(table(results))
     print(f"\ntotal {results['total_minutes']:.1f} min (preprocessing {results['preprocess_minutes']:.1f} min)")
     if args.json:

@@ -202,6 +202,7 @@ def cached_file(store: ObjectStore, key: str, settings: Settings | None = None, 
     info = store.head(key)
     path = path_of(info.etag)
     if path.exists() and path.stat().st_size == info.size:
+        os.utime(path.parent)  # used now: last in line for eviction
         return path
     data, got = store.read_with_info(key)  # got.etag: the version actually read
     path = path_of(got.etag)
@@ -209,7 +210,39 @@ def cached_file(store: ObjectStore, key: str, settings: Settings | None = None, 
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.part")
     tmp.write_bytes(data)
     tmp.replace(path)  # atomic: a concurrent reader sees the whole file or none
+    os.utime(path.parent)
+    evict_objects(root, settings.object_cache_mib * 2**20, keep=path.parent)
     return path
+
+
+#: A cached copy used this recently is never evicted (another process may be about to open it).
+EVICTION_GRACE_S = 600.0
+
+
+def evict_objects(root: Path, limit_bytes: int, keep: Path | None = None, now: float | None = None) -> list[Path]:
+    """Remove the least recently used entries of the object cache ``root`` (one folder each,
+    its mtime the last use) until it holds at most ``limit_bytes``; ``keep`` and entries used in
+    the last :data:`EVICTION_GRACE_S` seconds stay. Returns the removed folders."""
+    import shutil
+    import time
+
+    now = time.time() if now is None else now
+    entries = []
+    for folder in root.iterdir() if root.is_dir() else ():
+        if folder.is_dir():
+            size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+            entries.append((folder.stat().st_mtime, folder, size))
+    total = sum(size for _, _, size in entries)
+    removed = []
+    for mtime, folder, size in sorted(entries):
+        if total <= limit_bytes:
+            break
+        if folder == keep or now - mtime < EVICTION_GRACE_S:
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        total -= size
+        removed.append(folder)
+    return removed
 
 
 # -- the catalog ------------------------------------------------------------------------------

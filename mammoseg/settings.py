@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     inference_batch_size: int = Field(
         default=8, ge=1, description="Images, or sliding windows, per forward pass at inference (larger on a GPU)."
     )
+    object_cache_mib: int = Field(
+        default=2048, ge=0,
+        description="Size above which the local copies of models (<work_dir>/cache/objects) are evicted, least "
+        "recently used first (a copy used in the last 10 minutes is kept).",
+    )
 
     # --- work pools of the deployments (unset: `mammoseg serve` runs everything itself) ----
     cpu_work_pool: str | None = Field(

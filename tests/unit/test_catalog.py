@@ -213,3 +213,39 @@ def test_cache_on_a_real_s3_endpoint(s3_bucket: str, tmp_path: Path) -> None:
     run.write_model(model, ModelPlan(preprocess=PreprocessParams(size=64)))
     assert run.model_file().read_bytes() == run.model_file().read_bytes() == b"bytes of a model"
     assert CountingS3.gets == 2  # one manifest, one model
+
+
+def test_the_model_cache_is_bounded_least_recently_used_first(tmp_path: Path) -> None:
+    import os
+    import time
+
+    store = CountingStore(tmp_path / "store")
+    settings = Settings(work_dir=tmp_path / "work", object_cache_mib=1)  # room for two 400 KiB models
+    paths = []
+    for i in range(2):
+        store.write_bytes(f"models/v{i}/model.keras", bytes([i]) * 400 * 1024)
+        paths.append(cat.cached_file(store, f"models/v{i}/model.keras", settings))
+        old = time.time() - 3600 + i  # v0 used longest ago; both outside the grace period
+        os.utime(paths[-1].parent, (old, old))
+    assert cat.cached_file(store, "models/v0/model.keras", settings) == paths[0]  # a hit: v0 is now the newest
+    store.write_bytes("models/v2/model.keras", b"\x02" * 400 * 1024)
+    newest = cat.cached_file(store, "models/v2/model.keras", settings)  # 1.2 MiB > 1 MiB: one must go
+    assert newest.exists() and paths[0].exists()
+    assert not paths[1].parent.exists()  # the least recently used
+    assert store.gets["models/v0/model.keras"] == 1
+
+
+def test_eviction_keeps_what_was_used_recently(tmp_path: Path) -> None:
+    root = tmp_path / "objects"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        (root / name / "model.keras").write_bytes(b"x" * 1000)
+    assert cat.evict_objects(root, 0) == []  # both used just now: kept
+    assert sorted(p.name for p in cat.evict_objects(root, 0, now=time_in(3600))) == ["a", "b"]
+    assert cat.evict_objects(root, 10_000, now=time_in(3600)) == []
+
+
+def time_in(seconds: float) -> float:
+    import time
+
+    return time.time() + seconds
