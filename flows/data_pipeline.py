@@ -5,15 +5,16 @@ from __future__ import annotations
 from prefect import flow
 from pydantic import BaseModel
 
-from flows.ingest import ingest_flow
+from flows.ingest import IngestResult, ingest_flow
 from flows.lineage import untracked
-from flows.preprocess import preprocess_flow
+from flows.preprocess import PreprocessResult, preprocess_flow
 from flows.validate import validate_flow
 from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.rerun import RecordedRun, rebase_uri
 from tasks.report import write_run_report
 from tasks.rerun import copy_previous_run, find_previous_run, fingerprint_inputs, record_run
 from tasks.states import QUARANTINED, completed_as
+from tasks.validate import GateOutcome
 
 
 class GateClosed(RuntimeError):
@@ -49,23 +50,7 @@ def data_pipeline_flow(
     prep = None
     if gate.stop_reason is None and gate.validated_uri:
         prep = untracked(preprocess_flow(gate.validated_uri, source_url, store_url, run_id, params))
-    counts = {
-        "objects_found": ingest.objects_found,
-        "cases_found": ingest.cases + ingest.rejected,
-        "cases_ingested": ingest.cases,
-        "cases_validated": gate.cases_passed,
-        "cases_preprocessed": prep.cases_preprocessed if prep else 0,
-        "preprocess_computed": prep.computed if prep else 0,
-        "preprocess_cached": prep.cached if prep else 0,
-    }
-    outputs = {
-        "lesions": ingest.lesions_uri,
-        "validated_lesions": gate.validated_uri or "",
-        "gx_report": gate.report_uri,
-        "gx_data_docs": gate.data_docs_uri or "",
-        "manifest": prep.manifest_uri or "" if prep else "",
-        "contact_sheet": prep.contact_sheet_uri or "" if prep else "",
-    }
+    counts, outputs = _counts(ingest, gate, prep), _outputs(ingest, gate, prep)
     gate_fields = {"suite": gate.suite, "success": gate.success, "stop_reason": gate.stop_reason}
     report_uri = write_run_report(
         run_id=run_id,
@@ -74,11 +59,46 @@ def data_pipeline_flow(
         store_url=store_url,
         counts=counts,
         gate=gate_fields | ({"reused_from": gate.reused_from} if gate.reused_from else {}),
-        outputs={k: v for k, v in outputs.items() if v},
+        outputs=outputs,
     )
     if gate.stop_reason:
         raise GateClosed(f"{gate.stop_reason}. Report: {report_uri}")
-    result = DataRunResult(
+    result = _result(dataset, store_url, run_id, report_uri, counts, ingest, gate, prep)
+    record_run(store_url, fingerprint, run_id, result.model_dump() | {"gate": gate_fields, "outputs": outputs})
+    return _finish(result)
+
+
+def _counts(ingest: IngestResult, gate: GateOutcome, prep: PreprocessResult | None) -> dict[str, int]:
+    """The run report's counts, stage by stage (``found = kept + quarantined`` at each)."""
+    return {
+        "objects_found": ingest.objects_found,
+        "cases_found": ingest.cases + ingest.rejected,
+        "cases_ingested": ingest.cases,
+        "cases_validated": gate.cases_passed,
+        "cases_preprocessed": prep.cases_preprocessed if prep else 0,
+        "preprocess_computed": prep.computed if prep else 0,
+        "preprocess_cached": prep.cached if prep else 0,
+    }
+
+
+def _outputs(ingest: IngestResult, gate: GateOutcome, prep: PreprocessResult | None) -> dict[str, str]:
+    """The run's outputs by name (those it wrote only)."""
+    outputs = {
+        "lesions": ingest.lesions_uri,
+        "validated_lesions": gate.validated_uri or "",
+        "gx_report": gate.report_uri,
+        "gx_data_docs": gate.data_docs_uri or "",
+        "manifest": prep.manifest_uri or "" if prep else "",
+        "contact_sheet": prep.contact_sheet_uri or "" if prep else "",
+    }
+    return {k: v for k, v in outputs.items() if v}
+
+
+def _result(
+    dataset: str, store_url: str, run_id: str, report_uri: str, counts: dict[str, int], ingest: IngestResult,
+    gate: GateOutcome, prep: PreprocessResult | None,
+) -> DataRunResult:
+    return DataRunResult(
         run_id=run_id,
         dataset=dataset,
         store_url=store_url,
@@ -90,9 +110,6 @@ def data_pipeline_flow(
         data_docs_uri=gate.data_docs_uri,
         counts=counts | {"quarantined": ingest.rejected + gate.cases_quarantined + (prep.quarantined if prep else 0)},
     )
-    kept = {k: v for k, v in outputs.items() if v}
-    record_run(store_url, fingerprint, run_id, result.model_dump() | {"gate": gate_fields, "outputs": kept})
-    return _finish(result)
 
 
 def _finish(result: DataRunResult) -> DataRunResult:

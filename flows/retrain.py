@@ -26,8 +26,8 @@ from mammoseg.params import (
 from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.settings import get_settings
 from tasks.evaluate import EvalSpec, ScoredSet, evaluate_model
-from tasks.publish import DatasetRun, create_artifacts, publish_model, summarize_run
-from tasks.train import combine_manifests, split_by_patient, train_unet
+from tasks.publish import DatasetRun, PublishOutcome, create_artifacts, publish_model, summarize_run
+from tasks.train import SplitOutcome, TrainOutcome, combine_manifests, split_by_patient, train_unet
 
 
 class EvaluatedSetResult(BaseModel):
@@ -77,6 +77,28 @@ def retrain_flow(
     split = split_by_patient(manifest_uri, store_url, run_id, p)
     trained = train_unet(manifest_uri, split.split_uri, store_url, run_id, p)
 
+    scored = _score_sets(train, heldout, trained_on, held_out, trained, split, manifest_uri, store_url, run_id, p)
+    published = publish_model(
+        store_url=store_url, run_id=run_id, trained=trained, split=split, train_manifest_uri=manifest_uri,
+        heldout_manifest_uris={name: _manifest(r) for name, r in held_out.items()},
+        scored=scored, primary=gate_set, promote_metric=p.promote_metric,
+        sources={d.dataset: d.source_url for d in [*train, *heldout]},
+    )
+    # the run's own artifacts, made by the flow itself: the UI lists them under this flow run
+    create_artifacts(summarize_run(
+        run_id=run_id, scored=scored, published=published, primary=gate_set,
+        datasets=_dataset_runs(trained_on, held_out),
+    ))
+    return _result(run_id, gate_set, trained, split, scored, published, [*trained_on.values(), *held_out.values()])
+
+
+def _score_sets(
+    train: list[DatasetSource], heldout: list[DatasetSource], trained_on: dict[str, DataRunResult],
+    held_out: dict[str, DataRunResult], trained: TrainOutcome, split: SplitOutcome, manifest_uri: str,
+    store_url: str, run_id: str, p: RetrainParams,
+) -> list[ScoredSet]:
+    """``evaluate-model`` on each training dataset's internal test split (one with no test
+    patients is skipped, with a warning), then on each held-out dataset as a whole."""
     scored: list[ScoredSet] = []
     for d in train:
         test_ids = split_ids(split.split_uri, "test", d.dataset)
@@ -98,22 +120,21 @@ def retrain_flow(
             train_manifest_uri=manifest_uri, split_uri=split.split_uri,
         ))
         scored.append(ScoredSet(kind="heldout", dataset=d.dataset, outcome=outcome))
+    return scored
 
-    published = publish_model(
-        store_url=store_url, run_id=run_id, trained=trained, split=split, train_manifest_uri=manifest_uri,
-        heldout_manifest_uris={name: _manifest(r) for name, r in held_out.items()},
-        scored=scored, primary=gate_set, promote_metric=p.promote_metric,
-        sources={d.dataset: d.source_url for d in [*train, *heldout]},
-    )
-    # the run's own artifacts, made by the flow itself: the UI lists them under this flow run
-    create_artifacts(summarize_run(
-        run_id=run_id, scored=scored, published=published, primary=gate_set,
-        datasets=[
-            DatasetRun(role=role, dataset=name, report_uri=r.report_uri, contact_sheet_uri=r.contact_sheet_uri,
-                       data_docs_uri=r.data_docs_uri)
-            for role, runs in (("train", trained_on), ("heldout", held_out)) for name, r in runs.items()
-        ],
-    ))
+
+def _dataset_runs(trained_on: dict[str, DataRunResult], held_out: dict[str, DataRunResult]) -> list[DatasetRun]:
+    return [
+        DatasetRun(role=role, dataset=name, report_uri=r.report_uri, contact_sheet_uri=r.contact_sheet_uri,
+                   data_docs_uri=r.data_docs_uri)
+        for role, runs in (("train", trained_on), ("heldout", held_out)) for name, r in runs.items()
+    ]
+
+
+def _result(
+    run_id: str, gate_set: str, trained: TrainOutcome, split: SplitOutcome, scored: list[ScoredSet],
+    published: PublishOutcome, data_runs: list[DataRunResult],
+) -> RetrainResult:
     by_name = {s.name: s.outcome for s in scored}
     return RetrainResult(
         run_id=run_id,
@@ -129,7 +150,7 @@ def retrain_flow(
                                metrics_uri=s.outcome.metrics_uri, overlays_uri=s.outcome.overlays_uri)
             for s in scored
         ],
-        data_reports={r.run_id: r.report_uri for r in [*trained_on.values(), *held_out.values()]},
+        data_reports={r.run_id: r.report_uri for r in data_runs},
         split=split.counts,
         epochs_run=trained.epochs_run,
     )

@@ -32,6 +32,7 @@ from mammoseg.seg import PatientModule, seg_series_uid
 if TYPE_CHECKING:
     from mammoseg.inference import Predictor
     from mammoseg.pacs import Pacs
+    from mammoseg.settings import Settings
     from mammoseg.storage import ObjectStore
 
 Status = Literal["segmented", "already-segmented", "quarantined"]
@@ -123,3 +124,61 @@ def segment_study(
                 lesions_uri=lesions_uri,
             ))
     return StudyOutcome(study_pseudonym(pseudonym_key, study_uid), model_version, tuple(outcomes))
+
+
+class NoModel(LookupError):
+    """No model was given and the pipeline store has no champion (models/CURRENT)."""
+
+
+@dataclass(frozen=True)
+class ArrivalRun:
+    """One infer-on-arrival run: what :func:`segment_study` did with which model, and where its
+    report (``runs/<run>/report-infer.json``) went."""
+
+    outcome: StudyOutcome
+    model_uri: str
+    report_uri: str
+
+    @property
+    def quarantine(self) -> list[dict[str, str]]:
+        """The quarantined instances: case id and reason."""
+        return [{"case_id": i.case_id, "reason": i.reason} for i in self.outcome.instances if i.status == "quarantined"]
+
+    def markdown(self) -> str:
+        """One table row per instance (pseudonymous ids only), under the study and model."""
+        rows = "\n".join(
+            f"| {i.case_id} | {i.status} | {i.n_lesions} | {i.lesion_pixels} | {i.reason} |"
+            for i in self.outcome.instances
+        )
+        return (f"## Study {self.outcome.study_id}, model {self.outcome.model_version or 'unversioned'}\n\n"
+                "| case | status | lesions | lesion px | reason |\n|---|---|---|---|---|\n" + rows)
+
+
+def segment_arrived_study(
+    *, pacs_url: str, orthanc_study: str, store_url: str, run_id: str, model_uri: str | None, settings: Settings,
+) -> ArrivalRun:
+    """The champion of the store at ``store_url`` (or ``model_uri``) on the Orthanc study
+    ``orthanc_study``: :func:`segment_study`, then the run's report. :class:`NoModel` when no
+    model is given and the store has none."""
+    from mammoseg.catalog import RunCatalog
+    from mammoseg.inference import load_predictor
+    from mammoseg.pacs import Pacs
+    from mammoseg.prediction import model_version
+    from mammoseg.publish import current_model
+    from mammoseg.settings import require_pseudonym_key
+
+    key = require_pseudonym_key(settings)
+    run = RunCatalog.open(store_url, run_id, settings)
+    if model_uri is None:
+        champion = current_model(run.store)
+        if champion is None:
+            raise NoModel(f"the store {store_url} has no champion model (models/CURRENT)")
+        model_uri = champion.model_uri
+    predictor = load_predictor(model_uri, settings)
+    pacs = Pacs(pacs_url, settings)
+    outcome = segment_study(
+        pacs, pacs.study_uid(orthanc_study), predictor, model_version=model_version(model_uri), pseudonym_key=key,
+        seg_patient=settings.seg_patient_module, store=run.store, run_id=run_id,
+    )
+    report_uri = run.write_inference_report(outcome.to_dict() | {"run_id": run_id, "model_uri": model_uri})
+    return ArrivalRun(outcome=outcome, model_uri=model_uri, report_uri=report_uri)

@@ -13,6 +13,8 @@ split                  ``split.csv``                          :meth:`~RunCatalog
 model + plan           ``model/model.keras``, ``plan.json``   :meth:`~RunCatalog.model_file`
 metrics of a set       ``evaluation/<set>.json``              :meth:`~RunCatalog.read_metrics`
 run report             ``report[-<stage>].json``              :meth:`~RunCatalog.read_report`
+inference report       ``report-infer.json``                  :meth:`~RunCatalog.write_inference_report`
+validation report      ``validation/<suite>.json``            :meth:`~RunCatalog.write_validation`
 quarantine             ``quarantine/<stage>.jsonl``           :meth:`~RunCatalog.read_quarantine`
 =====================  =====================================  =================================
 
@@ -421,6 +423,16 @@ class RunCatalog:
         CACHE.forget(uri)
         return uri
 
+    def write_inference_report(self, doc: dict[str, Any]) -> str:
+        """``report-infer.json``: what an infer-on-arrival run did (not a :class:`RunReport`)."""
+        body = json.dumps(doc, indent=2).encode()
+        return _write(self.store, self.report_key("infer"), body, "application/json")
+
+    def write_validation(self, suite: str, report: dict[str, Any]) -> str:
+        """``validation/<suite>.json``: a GX validation report (``ValidationReport.to_dict()``)."""
+        body = json.dumps(report, indent=2).encode()
+        return _write(self.store, self.validation_key(suite), body, "application/json")
+
     def read_quarantine(self, stage: str) -> list[QuarantineRecord]:
         """One stage's quarantine records ([] when the stage wrote none)."""
         return runreport.read_quarantine(self.store, self.run_id, (stage,))
@@ -483,6 +495,15 @@ def read_lesions(uri: str, settings: Settings | None = None) -> pd.DataFrame:
     return _cached_read(store, key, "lesions", from_csv_bytes).copy()
 
 
+def read_lesions_and_bytes(uri: str, settings: Settings | None = None) -> tuple[pd.DataFrame, bytes]:
+    """The lesion table at ``uri`` and its bytes as stored (what a validation digest covers)."""
+    from mammoseg.casetable import from_csv_bytes
+
+    store, key = _at(uri, settings)
+    table, data = _cached_read(store, key, "lesions+bytes", lambda b: (from_csv_bytes(b), b))
+    return table.copy(), data
+
+
 def read_report(uri: str, settings: Settings | None = None) -> RunReport:
     store, key = _at(uri, settings)
     return RunReport.from_dict(_cached_read(store, key, "json", json.loads))
@@ -498,6 +519,6 @@ def model_file(uri: str, settings: Settings | None = None) -> tuple[ObjectStore,
 
 __all__ = [
     "CACHE", "MANIFEST", "SPLIT", "TRAINED_ON", "CatalogError", "ManifestRow", "RunCatalog", "TableSchema",
-    "cached_file", "catalog_of", "join_key", "manifest_rows", "model_file", "read_lesions", "read_manifest",
-    "read_report", "read_split", "read_training_table",
+    "cached_file", "catalog_of", "join_key", "manifest_rows", "model_file", "read_lesions",
+    "read_lesions_and_bytes", "read_manifest", "read_report", "read_split", "read_training_table",
 ]

@@ -53,6 +53,7 @@ from mammoseg.storage import ObjectNotFound, ObjectStore, PreconditionFailed, jo
 
 if TYPE_CHECKING:
     from mammoseg.plan import ModelPlan
+    from mammoseg.settings import Settings
 
 MODELS_PREFIX: Final = "models"
 VERSIONS_PREFIX: Final = "models/versions"
@@ -740,6 +741,53 @@ def training_data(manifest: Any, split: Any, heldout: Mapping[str, Any]) -> Trai
     ]
     datasets = {"train": sorted(merged["dataset"].unique().tolist()), "heldout": list(heldout)}
     return TrainingData(counts=summary, data_manifest=rows, datasets=datasets)
+
+
+@dataclass(frozen=True)
+class RunOutputs:
+    """Where a retrain run's outputs are: its model and plan, its split, its combined training
+    manifest (``dataset`` column) and the held-out datasets' manifests (dataset → URI)."""
+
+    model_uri: str
+    plan_uri: str
+    split_uri: str
+    train_manifest_uri: str
+    heldout_manifest_uris: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class RunPublication:
+    """A retrain run's published version, its model card and the promotion gate's verdict
+    (``current_version``: the champion's version after the gate)."""
+
+    published: PublishedVersion
+    card: str
+    promoted: bool
+    gate_reason: str
+    current_version: str | None
+
+
+def publish_and_promote(
+    store: ObjectStore, *, run_id: str, outputs: RunOutputs, evaluations: Sequence[EvaluatedSet], primary: str,
+    training: TrainingRecord, promote_metric: str, sources: Mapping[str, str] | None = None,
+    settings: Settings | None = None,
+) -> RunPublication:
+    """:func:`publish_run` over the run's ``outputs`` (read through the run catalog), then
+    :func:`promote_version` of the published version on ``promote_metric``."""
+    from mammoseg import catalog
+
+    published, card = publish_run(
+        store, run_id=run_id, model_file=catalog.model_file(outputs.model_uri, settings)[2],
+        plan=catalog.catalog_of(outputs.plan_uri, settings)[0].read_plan(), primary=primary, sources=sources,
+        evaluations=evaluations, training=training,
+        data=training_data(
+            catalog.read_manifest(outputs.train_manifest_uri, settings), catalog.read_split(outputs.split_uri, settings),
+            {dataset: catalog.read_manifest(uri, settings) for dataset, uri in outputs.heldout_manifest_uris.items()},
+        ),
+    )
+    promoted, gate_reason, current = promote_version(store, published.version, metric=promote_metric)
+    return RunPublication(published=published, card=card, promoted=promoted, gate_reason=gate_reason,
+                          current_version=current)
 
 
 def _fmt(v: Any) -> str:

@@ -8,7 +8,7 @@ from pydantic import BaseModel
 from mammoseg.adapters.common import IMAGE_ABSENT, OUT_OF_SCOPE
 from mammoseg.adapters.registry import load_dataset
 from mammoseg.catalog import RunCatalog
-from mammoseg.runreport import QuarantineRecord, write_quarantine
+from mammoseg.runreport import QuarantineRecord
 from mammoseg.settings import get_settings, require_pseudonym_key
 from mammoseg.storage import open_store
 from tasks.retry import IO_RETRIES
@@ -38,7 +38,7 @@ def build_lesion_table(dataset: str, source_url: str, store_url: str, run_id: st
     settings = get_settings()
     key = require_pseudonym_key(settings)  # before any read: no run on real data with a public key
     source = open_store(source_url, settings)
-    store = open_store(store_url, settings)
+    run = RunCatalog.open(store_url, run_id, settings)
     result = load_dataset(dataset, source, pseudonym_key=key)
     skip = (IMAGE_ABSENT, OUT_OF_SCOPE)
     absent = [
@@ -51,9 +51,9 @@ def build_lesion_table(dataset: str, source_url: str, store_url: str, run_id: st
         for r in result.rejects
         if not r.reason.startswith(skip)
     ]
-    lesions_uri = RunCatalog(store, run_id, settings).write_lesions(result.lesions, "ingest")
-    quarantine_uri = write_quarantine(store, run_id, "ingest", records)
-    write_quarantine(store, run_id, "skipped", absent)
+    lesions_uri = run.write_lesions(result.lesions, "ingest")
+    quarantine_uri = run.write_quarantine("ingest", records)
+    run.write_quarantine("skipped", absent)
     logger = get_run_logger()
     cases = int(result.lesions["case_id"].nunique())
     logger.info(

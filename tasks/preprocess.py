@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from mammoseg import catalog
 from mammoseg.casetable import image_table
-from mammoseg.layout import contact_sheet_key, validation_key
+from mammoseg.preprocess.finish import PairingGate
 from mammoseg.preprocess.params import PreprocessParams
-from mammoseg.runreport import QuarantineRecord, redact, write_quarantine
+from mammoseg.runreport import QuarantineRecord, redact
 from mammoseg.settings import get_settings
 from mammoseg.storage import StoreError, open_store
 from tasks.retry import IO_RETRIES
@@ -159,95 +157,36 @@ def finish_preprocess(
     outcomes: list[CaseOutcome], lesions_uri: str, store_url: str, run_id: str
 ) -> PreprocessSummary:
     """GX pairing suite over every case; write quarantine, manifest and contact sheet."""
-    from mammoseg.gate import decide
-    from mammoseg.validation import validate_frame
-    from mammoseg.validation.reuse import find_reusable, record_validation, validation_digest
+    from mammoseg.preprocess.finish import PreprocessedCase
+    from mammoseg.preprocess.finish import finish_preprocess as finish
 
-    settings = get_settings()
-    store = open_store(store_url, settings)
-    logger = get_run_logger()
+    run = catalog.RunCatalog.open(store_url, run_id, get_settings())
     failed = [
         QuarantineRecord(stage="preprocess", reason=o.reason or "failed", case_id=o.case_id, source=o.source)
         for o in outcomes
         if not o.ok
     ]
-    write_quarantine(store, run_id, "preprocess", failed)
-
-    done = [o for o in outcomes if o.ok]
-    pairing = pd.DataFrame([{"case_id": o.case_id, **row} for o in done for row in o.pairing])
-    pairing_uri = None
-    passed_ids: set[str] = {o.case_id for o in done}
-    pairing_records: list[QuarantineRecord] = []
-    if len(pairing):
-        # the same pairing table passed the same suite before (a re-run, no new data): reuse it
-        digest = validation_digest("pairing", pairing.to_csv(index=False).encode(), max_fraction=1.0)
-        reused = find_reusable(store, "pairing", digest)
-        if reused is not None:
-            logger.info("GX pairing: passed (this exact table passed in run %s; result reused)", reused.run_id)
-            pairing_uri = store.write_bytes(
-                validation_key(run_id, "pairing"), json.dumps(reused.report_for(run_id), indent=2).encode(),
-                "application/json",
-            ).uri
-        else:
-            report = validate_frame(pairing, "pairing", run_name=run_id)
-            pairing_uri = store.write_bytes(
-                validation_key(run_id, "pairing"), json.dumps(report.to_dict(), indent=2).encode(), "application/json"
-            ).uri
-            decision = decide(report, max_fraction=1.0)
-            if report.success and not decision.reasons:
-                record_validation(store, "pairing", digest, run_id=run_id, report=report.to_dict(),
-                                  summary_text=report.summary_text(), data_docs_uri=None)
-            pairing_records = [QuarantineRecord(stage="pairing", reason=r, case_id=c) for c, r in decision.reasons.items()]
-            passed_ids -= set(decision.reasons)
-            for r in pairing_records:
-                logger.warning("quarantined by the pairing suite: case=%s %s", r.case_id, r.reason)
-    write_quarantine(store, run_id, "pairing", pairing_records)
-
-    images = image_table(catalog.read_lesions(lesions_uri, settings))
-    records = pd.DataFrame([{"case_id": o.case_id, **o.record} for o in done if o.case_id in passed_ids])
-    manifest_uri = contact_uri = None
-    if len(records):
-        manifest = catalog.build_manifest(images, records)
-        manifest_uri = catalog.RunCatalog(store, run_id, settings).write_manifest(manifest)
-        contact_uri = _contact_sheet(store, run_id, manifest)
-    computed = sum(1 for o in done if o.case_id in passed_ids and not o.record.get("cached"))
+    done = [PreprocessedCase(o.case_id, o.record, o.pairing) for o in outcomes if o.ok]
+    result = finish(run, lesions_uri, done, failed)
+    _log_pairing(result.pairing)
+    n_bad = len(failed) + len(result.pairing.records)
     summary = PreprocessSummary(
         run_id=run_id,
-        manifest_uri=manifest_uri,
-        contact_sheet_uri=contact_uri,
+        manifest_uri=result.manifest_uri,
+        contact_sheet_uri=result.contact_sheet_uri,
         cases_in=len(outcomes),
-        cases_preprocessed=len(passed_ids),
-        computed=computed,
-        cached=len(passed_ids) - computed,
-        quarantined=len(failed) + len(pairing_records),
-        pairing_report_uri=pairing_uri,
+        cases_preprocessed=result.preprocessed,
+        computed=result.computed,
+        cached=result.cached,
+        quarantined=n_bad,
+        pairing_report_uri=result.pairing.report_uri,
     )
-    n_bad = len(failed) + len(pairing_records)
     return completed_as(summary, QUARANTINED if n_bad else None, f"{n_bad} case(s) quarantined" if n_bad else None)
 
 
-def _contact_sheet(store, run_id: str, manifest: pd.DataFrame, limit: int = 32) -> str:
-    """The run's contact sheet of the first ``limit`` manifest rows. The sheet is a function of
-    those rows' content keys (the NPZ key holds the digest of the inputs and parameters) and
-    pseudonymous case ids, so a sheet already drawn for the same rows is copied, not redrawn."""
-    import hashlib
-
-    from mammoseg.contact_sheet import contact_sheet
-    from mammoseg.layout import contact_sheet_cache_key
-    from mammoseg.preprocess import read_preprocessed
-    from mammoseg.storage import ObjectNotFound
-
-    shown = manifest.head(limit)
-    digest = hashlib.sha256(
-        json.dumps([[str(c), str(k)] for c, k in zip(shown["case_id"], shown["npz_key"])]).encode()
-    ).hexdigest()
-    try:
-        png = store.read_bytes(contact_sheet_cache_key(digest))
-    except ObjectNotFound:
-        tiles = []
-        for row in shown.itertuples(index=False):
-            arrays = read_preprocessed(store, row.npz_key)
-            tiles.append((arrays.image, arrays.mask, row.case_id))
-        png = contact_sheet(tiles)
-        store.write_bytes(contact_sheet_cache_key(digest), png, "image/png")
-    return store.write_bytes(contact_sheet_key(run_id), png, "image/png").uri
+def _log_pairing(gate: PairingGate) -> None:
+    logger = get_run_logger()
+    if gate.reused_from is not None:
+        logger.info("GX pairing: passed (this exact table passed in run %s; result reused)", gate.reused_from)
+    for r in gate.records:
+        logger.warning("quarantined by the pairing suite: case=%s %s", r.case_id, r.reason)

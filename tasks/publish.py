@@ -7,6 +7,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from pydantic import BaseModel
 
 from mammoseg import catalog
+from mammoseg.publish import EvaluatedSet, PublishedVersion, TrainingRecord
 from mammoseg.runsummary import (
     ArtifactSpec,
     DatasetRun,
@@ -14,7 +15,7 @@ from mammoseg.runsummary import (
     ScoredLine,
     retrain_artifacts,
 )
-from mammoseg.settings import get_settings
+from mammoseg.settings import Settings, get_settings
 from tasks.evaluate import ScoredSet
 from tasks.retry import IO_RETRIES
 from tasks.train import SplitOutcome, TrainOutcome
@@ -53,47 +54,45 @@ def publish_model(
     ``sources``: dataset → source root (the card warns when one is the project's synthetic data;
     the roots themselves are not printed).
     """
-    from mammoseg.links import browser_url
-    from mammoseg.publish import (
-        EvaluatedSet,
-        TrainingRecord,
-        promote_version,
-        publish_run,
-        training_data,
-    )
+    from mammoseg.publish import RunOutputs, publish_and_promote
 
     settings = get_settings()
     run = catalog.RunCatalog.open(store_url, run_id, settings)
-    published, card = publish_run(
-        run.store, run_id=run_id, model_file=catalog.model_file(trained.model_uri, settings)[2],
-        plan=catalog.catalog_of(trained.plan_uri, settings)[0].read_plan(), primary=primary, sources=sources,
-        evaluations=[EvaluatedSet(name=s.name, dataset=s.dataset, kind=s.kind, metrics=s.outcome.metrics,
-                                  leakage_findings=s.outcome.leakage_findings) for s in scored],
-        data=training_data(
-            catalog.read_manifest(train_manifest_uri, settings), catalog.read_split(split.split_uri, settings),
-            {dataset: catalog.read_manifest(uri, settings) for dataset, uri in heldout_manifest_uris.items()},
-        ),
-        training=TrainingRecord(model=trained.model_config_, training=trained.train_config, threshold=trained.threshold,
-                                history=trained.history, best_val_dice=trained.best_val_dice, best_epoch=trained.best_epoch),
+    outputs = RunOutputs(model_uri=trained.model_uri, plan_uri=trained.plan_uri, split_uri=split.split_uri,
+                         train_manifest_uri=train_manifest_uri, heldout_manifest_uris=heldout_manifest_uris)
+    done = publish_and_promote(
+        run.store, run_id=run_id, outputs=outputs, evaluations=_evaluated_sets(scored), primary=primary,
+        training=_training_record(trained), promote_metric=promote_metric, sources=sources, settings=settings,
     )
-    promoted, gate_reason, current = promote_version(run.store, published.version, metric=promote_metric)
-    get_run_logger().info("published model version %s (gate on %s): %s", published.version, primary, gate_reason)
+    published = done.published
+    get_run_logger().info("published model version %s (gate on %s): %s", published.version, primary, done.gate_reason)
+    _publication_artifacts(published, done.card, settings)
+    return PublishOutcome(
+        version=published.version, model_uri=published.model_uri, plan_uri=published.plan_uri,
+        metrics_uri=published.metrics_uri, model_card_uri=published.model_card_uri, promoted=done.promoted,
+        gate_reason=done.gate_reason, current_version=done.current_version,
+    )
+
+
+def _evaluated_sets(scored: list[ScoredSet]) -> list[EvaluatedSet]:
+    return [EvaluatedSet(name=s.name, dataset=s.dataset, kind=s.kind, metrics=s.outcome.metrics,
+                         leakage_findings=s.outcome.leakage_findings) for s in scored]
+
+
+def _training_record(trained: TrainOutcome) -> TrainingRecord:
+    return TrainingRecord(model=trained.model_config_, training=trained.train_config, threshold=trained.threshold,
+                          history=trained.history, best_val_dice=trained.best_val_dice, best_epoch=trained.best_epoch)
+
+
+def _publication_artifacts(published: PublishedVersion, card: str, settings: Settings) -> None:
+    """The published model's link (when a browser can open it) and its model card."""
+    from mammoseg.links import browser_url
 
     model_url = browser_url(published.model_uri, settings)
     if model_url:  # a link artifact only when a browser can open it (a file:// link opens nothing)
         create_link_artifact(key="published-model", link=model_url, link_text=f"model {published.version} (.keras)",
                              description="the .keras file of this run's model version")
     create_markdown_artifact(key="model-card", markdown=card, description=f"model card {published.version}")
-    return PublishOutcome(
-        version=published.version,
-        model_uri=published.model_uri,
-        plan_uri=published.plan_uri,
-        metrics_uri=published.metrics_uri,
-        model_card_uri=published.model_card_uri,
-        promoted=promoted,
-        gate_reason=gate_reason,
-        current_version=current,
-    )
 
 
 @task(name="summarize-run", **IO_RETRIES)

@@ -8,10 +8,10 @@ from typing import Any
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 
+from mammoseg.catalog import RunCatalog
 from mammoseg.links import artifact_key, browser_url
-from mammoseg.runreport import REPORT_STAGES, STAGES, RunReport, read_quarantine
+from mammoseg.runreport import REPORT_STAGES, STAGES, RunReport
 from mammoseg.settings import get_settings
-from mammoseg.storage import open_store
 from tasks.retry import IO_RETRIES
 
 
@@ -33,20 +33,20 @@ def write_run_report(
     flow's own ``report-<stage>.json`` (its quarantine stages only)."""
     if stage is not None and stage not in REPORT_STAGES:
         raise ValueError(f"no run report for stage {stage!r}; one of {sorted(REPORT_STAGES)}")
-    store = open_store(store_url, get_settings())
+    run = RunCatalog.open(store_url, run_id, get_settings())
     report = RunReport(
         run_id=run_id,
         dataset=dataset,
         source_url=source_url,
         store_url=store_url,
-        quarantined=read_quarantine(store, run_id, REPORT_STAGES[stage] if stage else STAGES),
+        quarantined=[r for s in (REPORT_STAGES[stage] if stage else STAGES) for r in run.read_quarantine(s)],
         gate=gate,
         outputs=outputs,
         extra=extra or {},
         stage=stage,
         **counts,
     )
-    uri = report.save(store)
+    uri = run.write_report(report)
     settings = get_settings()
     create_markdown_artifact(
         # one key per dataset: the reports of a retrain's datasets do not version each other

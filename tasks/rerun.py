@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from mammoseg.catalog import read_manifest
 from mammoseg.layout import data_run_reuse_key, run_prefix
 from mammoseg.preprocess.params import PreprocessParams
 from mammoseg.rerun import RecordedRun, key_tag, run_fingerprint
@@ -55,7 +57,8 @@ def copy_previous_run(store_url: str, previous: RecordedRun, run_id: str) -> boo
     """Copy the previous run's small outputs (tables, quarantine records, validation reports,
     manifest, contact sheet: not its reports or Data Docs) into this run's folder. False when
     the previous run's folder lost its manifest (then the run goes in full)."""
-    store = open_store(store_url, get_settings())
+    settings = get_settings()
+    store = open_store(store_url, settings)
     old = run_prefix(previous.run_id) + "/"
     keys = [o.key for o in store.list(old)]
     skip = (join_key(run_prefix(previous.run_id), "data_docs") + "/",)
@@ -66,7 +69,7 @@ def copy_previous_run(store_url: str, previous: RecordedRun, run_id: str) -> boo
     manifest = previous.result.get("manifest_uri")
     if manifest:
         key = next((k for k in wanted if manifest.endswith("/" + k)), None)
-        if key is None or not _arrays_present(store, store.read_bytes(key)):
+        if key is None or not _arrays_present(store, read_manifest(store.uri(key), settings)["npz_key"]):
             get_run_logger().info("run %s lost its manifest or some of its arrays: running in full", previous.run_id)
             return False
     for key in wanted:
@@ -87,14 +90,11 @@ def record_run(store_url: str, fingerprint: str, run_id: str, result: dict) -> s
 
 
 
-def _arrays_present(store: ObjectStore, manifest_csv: bytes) -> bool:
-    """Every content-addressed array the manifest names is still in the store (someone may have
-    pruned the cache since): checked in parallel (HEAD requests on S3)."""
-    import io
+def _arrays_present(store: ObjectStore, npz_keys: Iterable[object]) -> bool:
+    """Every content-addressed array the manifest names (``npz_keys``) is still in the store
+    (someone may have pruned the cache since): checked in parallel (HEAD requests on S3)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import pandas as pd
-
-    keys = pd.read_csv(io.BytesIO(manifest_csv), usecols=["npz_key"])["npz_key"].astype(str).tolist()
+    keys = [str(k) for k in npz_keys]
     with ThreadPoolExecutor(max_workers=16) as pool:
         return all(pool.map(store.exists, keys))
