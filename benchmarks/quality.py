@@ -1,7 +1,7 @@
 """Segmentation quality on the real shared data: today's recipe against the new one, per dataset.
 
     .venv/bin/python benchmarks/quality.py [--data ../shared/data] [--size 256] [--folds 3]
-        [--minutes-per-model 6] [--recipes seed,new,new-no-norm,new-no-intensity] [--json out.json]
+        [--minutes-per-model 6] [--recipes seed,new] [--json out.json]
 
 The experiment (see benchmarks/README.md):
 
@@ -21,14 +21,17 @@ The experiment (see benchmarks/README.md):
    positives per image. Each fold's threshold is chosen on its own validation images; the
    probabilities are remapped piecewise-linearly so that each fold's threshold lands on 0.5
    (monotone within a fold, so the FROC of a fold is unchanged) and all folds are scored at 0.5.
-4. **Recipes.** ``seed`` is today's default (0..1 input, geometric + mild brightness/contrast
-   augmentation, no test-time augmentation); ``new`` adds per-breast input normalisation
-   (a layer of the model), intensity augmentation (gamma, contrast, noise, blur) and mirroring
-   test-time augmentation; ``new-no-norm`` and ``new-no-intensity`` remove one ingredient each;
-   every recipe trained with TTA is also scored without it (``…/no-tta``), from the same models.
-   ``patch`` trains on 256-px patches of 512-px images (lesion-centred, hard negatives, random)
-   and predicts with a sliding window; ``new-balanced`` draws the datasets in proportion to the
-   square root of their sizes (``dataset_balance=0.5``).
+4. **Recipes.** ``seed`` is the recipe before issue 7 (16 x 4 U-Net, 0..1 input, geometric + mild
+   brightness/contrast augmentation, no test-time augmentation); ``new`` is today's
+   ``RetrainParams`` defaults: an 8-filter, 5-level U-Net (the parameters of the 16 x 4 one, a
+   receptive field twice as wide, 2.4x its training images/s on a CPU), per-breast input
+   normalisation (a layer of the model), intensity augmentation (gamma, contrast, noise, blur),
+   mirroring test-time augmentation and pectoral suppression. Ablations: ``new-16x4`` (the former
+   network), ``new-no-norm``, ``new-no-intensity``; every recipe trained with TTA is also scored
+   without it (``…/no-tta``), from the same models. ``patch`` trains on 256-px patches of 512-px
+   images and ``patch128`` on 128-px patches of the 256-px images (lesion-centred, hard
+   negatives, random), both predicted with a sliding window; ``new-balanced`` draws the datasets
+   in proportion to the square root of their sizes (``dataset_balance=0.5``).
 
 Every model trains for at most ``--minutes-per-model`` minutes (early stopping on the validation
 Dice may end it sooner) of wall time, or of this process's CPU time with ``--budget-clock cpu``
@@ -67,10 +70,10 @@ class Recipe:
 
 
 #: The recipe before issue 7 (the former RetrainParams defaults), pinned here.
-SEED = {"input_norm": "none", "aug_intensity": 0.05, "aug_gamma": 0.0, "aug_noise": 0.0, "aug_blur": 0.0,
+SEED = {"base_filters": 16, "depth": 4, "input_norm": "none", "aug_intensity": 0.05, "aug_gamma": 0.0, "aug_noise": 0.0, "aug_blur": 0.0,
         "tta_mirror": False, "suppress_pectoral": False}
 #: What the new recipe changes (today's RetrainParams defaults).
-NEW = {"input_norm": "breast", "aug_intensity": 0.15, "aug_gamma": 0.4, "aug_noise": 0.03, "aug_blur": 1.5,
+NEW = {"base_filters": 8, "depth": 5, "input_norm": "breast", "aug_intensity": 0.15, "aug_gamma": 0.4, "aug_noise": 0.03, "aug_blur": 1.5,
        "tta_mirror": True, "suppress_pectoral": True}
 
 RECIPES = {
@@ -80,14 +83,12 @@ RECIPES = {
     "new-no-intensity": Recipe("new-no-intensity", NEW | {"aug_intensity": 0.05, "aug_gamma": 0.0,
                                                           "aug_noise": 0.0, "aug_blur": 0.0}),
     "patch": Recipe("patch", NEW | {"size": 512, "patch_size": 256}),
+    # the former network of 'new' (16 base filters, 4 levels): what the 8 x 5 network gains
+    "new-16x4": Recipe("new-16x4", NEW | {"base_filters": 16, "depth": 4}),
     "new-balanced": Recipe("new-balanced", NEW | {"dataset_balance": 0.5}),
-    # issue 7, second pass: the same compute buys more training. A U-Net of 8 base filters and 5
-    # levels has the parameters of the 16 x 4 one, a receptive field twice as wide and 2.4x its
-    # training images/s on a CPU (256 px); patches of 128 px of the 256-px images, half of them
-    # lesion-centred, show the network 4x the lesions per pixel computed.
-    "light": Recipe("light", NEW | {"base_filters": 8, "depth": 5}),
+    # 128-px patches of the 256-px images, half of them lesion-centred: 4x the lesions per pixel
+    # computed, predicted with a sliding window
     "patch128": Recipe("patch128", NEW | {"patch_size": 128}),
-    "light-patch128": Recipe("light-patch128", NEW | {"base_filters": 8, "depth": 5, "patch_size": 128}),
 }
 
 
@@ -400,7 +401,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget-clock", choices=("wall", "cpu"), default="wall",
                     help="count --minutes-per-model on the wall clock, or as this process's CPU minutes "
                          "(fair between recipes when the machine is shared; 2 cores: ~2 CPU min per wall min)")
-    ap.add_argument("--recipes", default="seed,new,new-no-norm,new-no-intensity")
+    ap.add_argument("--recipes", default="seed,new")
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the figures to this JSON file")

@@ -77,16 +77,20 @@ def resolve_primary(train: Sequence[DatasetSource], heldout: Sequence[DatasetSou
 class RetrainParams(BaseModel):
     """Model, training and evaluation knobs, one default each.
 
-    The recipe defaults (``input_norm``, the intensity augmentation, ``tta_mirror``,
-    ``suppress_pectoral``) are the
+    The recipe defaults (``base_filters`` and ``depth``, ``input_norm``, the intensity
+    augmentation, ``tta_mirror``, ``suppress_pectoral``) are the
     ``new`` recipe of ``benchmarks/quality.py``, which beat today's former defaults (the ``seed``
     recipe) on every real dataset's out-of-fold Dice (benchmarks/README.md). The demo keeps its
     own overrides in flows/demo.py.
     """
 
     size: int = Field(default=128, ge=32, le=1024, description="Model input size (px).")
-    base_filters: int = Field(default=16, ge=2)
-    depth: int = Field(default=4, ge=1, le=6)
+    base_filters: int = Field(
+        default=8, ge=2,
+        description="Filters of the first level (doubled per level). 8 x 5 levels: the parameters of 16 x 4, twice "
+        "the receptive field, 2.4x the training images/s on a CPU (benchmarks/quality.py, recipe 'new' vs 'new-16x4').",
+    )
+    depth: int = Field(default=5, ge=1, le=6, description="Levels (2x2 poolings): size and patch_size divisible by 2**depth.")
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     batch_norm: bool = True
     input_norm: Literal["none", "breast"] = Field(
