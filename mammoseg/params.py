@@ -163,6 +163,13 @@ class RetrainParams(BaseModel):
     def _patch_fits(self) -> RetrainParams:
         if self.patch_size is not None and self.patch_size > self.size:
             raise ValueError(f"patch_size {self.patch_size} is larger than the image size {self.size}")
+        step = 2**self.depth
+        network = self.patch_size or self.size
+        if network % step:
+            raise ValueError(
+                f"the network input ({'patch_size' if self.patch_size else 'size'} {network}) must be divisible "
+                f"by 2**depth = {step} (depth {self.depth}): choose a multiple of {step} or a smaller depth"
+            )
         if self.patch_lesion_share + self.patch_hard_negative_share > 1.0:
             raise ValueError("patch_lesion_share + patch_hard_negative_share must be <= 1")
         return self

@@ -78,6 +78,7 @@ def _flat(text: str) -> str:
         (["--source", "/a", "--set", "folds"], "expected KEY=VALUE"),
         (["--source", "/a", "--set", "folds=0"], "folds"),
         (["--source", "/a", "--set", "patch_size=512", "--size", "256"], "larger than the image size"),
+        (["--source", "/a", "--size", "80"], "must be divisible by 2**depth = 32"),
     ],
 )
 def test_retrain_refuses_bad_dataset_options_before_any_run(args: list[str], message: str) -> None:
