@@ -30,10 +30,8 @@ class CountingStore(LocalStore):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
-    cat.CACHE.clear()
-    yield
-    cat.CACHE.clear()
+def _fresh_cache(fresh_catalog_cache):
+    """Every test here starts with an empty catalog cache (tests/unit/conftest.py)."""
 
 
 @pytest.fixture()

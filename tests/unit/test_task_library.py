@@ -38,10 +38,8 @@ BINARY_RULE = "pairing: mask_binary must be true (where lesion_id > 0)"
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache():
-    cat.CACHE.clear()
-    yield
-    cat.CACHE.clear()
+def _fresh_cache(fresh_catalog_cache):
+    """Every test here starts with an empty catalog cache (tests/unit/conftest.py)."""
 
 
 @pytest.fixture()
