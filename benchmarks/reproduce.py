@@ -58,7 +58,6 @@ def card_figures(store_url: str, version: str) -> dict[str, Any]:
 def predict_dice(model_uri: str, source: Path, out: Path) -> list[float]:
     """``mammoseg predict`` on the held-out set's images; the per-image Dice of its masks."""
     import cv2
-    import numpy as np
 
     from mammoseg.adapters.registry import load_dataset
     from mammoseg.casetable import image_table
@@ -125,13 +124,15 @@ def main(argv: list[str] | None = None) -> int:
              "mammoseg predict": {"dice_mean": predicted_mean, "n_cases": len(per_image)}}
     print(f"\n{HELDOUT} (held out; per-image Dice, empty truth and prediction = 1), model {version}")
     print(f"{'':<18} {'Dice':>6} {'95% CI':>16} {'IoU':>6} {'pooled':>7} {'s@1FP':>6} {'s@2FP':>6} {'images':>6}")
+    def fmt(r: dict[str, Any], k: str) -> str:
+        v = r.get(k)
+        return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
     for name, r in table.items():
-        def f(k: str) -> str:
-            v = r.get(k)
-            return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
-        ci = f"[{f('ci_low')}, {f('ci_high')}]" if "ci_low" in r else "-"
-        print(f"{name:<18} {f('dice_mean'):>6} {ci:>16} {f('iou_mean'):>6} {f('dice_pooled'):>7} "
-              f"{f('sens_1fp'):>6} {f('sens_2fp'):>6} {f('n_cases'):>6}")
+        ci = f"[{fmt(r, 'ci_low')}, {fmt(r, 'ci_high')}]" if "ci_low" in r else "-"
+        rest = " ".join(f"{fmt(r, k):>{w}}" for k, w in [("iou_mean", 6), ("dice_pooled", 7), ("sens_1fp", 6),
+                                                         ("sens_2fp", 6), ("n_cases", 6)])
+        print(f"{name:<18} {fmt(r, 'dice_mean'):>6} {ci:>16} {rest}")
     diffs = [abs(table["model card"][k] - table["mammoseg evaluate"][k]) for k in table["model card"]
              if table["model card"][k] is not None]
     diffs.append(abs(table["model card"]["dice_mean"] - predicted_mean))
