@@ -59,8 +59,8 @@ DEMO_DATA = DemoData()
 #: Two fold models of at most 40 epochs each, averaged into the published model (nnU-Net's
 #: ensemble), instead of one of 80: the threshold is then chosen on the out-of-fold predictions
 #: of every training patient rather than on a handful of validation images, and the average
-#: marks fewer tissue blobs of the MIAS-format images. Held-out Dice 0.306 / 0.352 (seeds 1 / 2)
-#: with one model, 0.594 / 0.419 with two (seed 0: 0.591); benchmarks/README.md.
+#: marks fewer tissue blobs of the MIAS-format images. Held-out Dice for seeds 0 / 1 / 2: 0.375 /
+#: 0.306 / 0.352 with one model, 0.591 / 0.594 / 0.419 with two (benchmarks/demo.py).
 DEMO_OVERRIDES: dict[str, Any] = {
     "base_filters": 8,
     "depth": 5,
