@@ -319,9 +319,19 @@ def test_mammoseg_serve_starts_a_server_registers_and_stops_cleanly(tmp_path: Pa
             "MAMMOSEG_RETRAIN_SOURCE_URL": str(watched), "MAMMOSEG_HELDOUT_SOURCE_URL": str(tmp_path / "mias")}
     err = tmp_path / "serve.err"
     with open(err, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "mammoseg.cli", "serve", "--api-url", url],
-                                cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log,
-                                start_new_session=True)
+        # SIGINT at its default in the child, as from a terminal: a background job of a shell
+        # without job control (`bash .ci/run &`, nohup) runs with it ignored, which a child
+        # inherits, and the Ctrl-C below would be lost (an ignored signal stays ignored over exec)
+        ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "mammoseg.cli", "serve", "--api-url", url],
+                                    cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log,
+                                    start_new_session=True)
+        finally:
+            if ignored:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             # the watcher line follows the "serving" line once the watcher has loaded its state
             _wait(lambda: ("serving new-data/retrain-weekly, new-data/new-data" in err.read_text()
