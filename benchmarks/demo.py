@@ -30,20 +30,6 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 
-def pairs(items: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings to a dict, values read as JSON (else kept as strings)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"expected KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
 def one_seed(seed: int, store: Path, overrides: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     """The demo flow on ``seed``; its held-out and internal-test figures and wall time."""
     from flows.demo import DEMO_DATA, demo_flow, demo_params
@@ -84,7 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="Also write the figures here.")
     a = ap.parse_args(argv)
     os.environ.setdefault("MAMMOSEG_PSEUDONYM_KEY", "demo-benchmark-key")  # synthetic data only
-    overrides, data = pairs(a.overrides), pairs(a.data)
+    from dataclasses import fields
+
+    from flows.demo import DemoData
+    from mammoseg.cli import _param_overrides, key_value_overrides
+
+    try:
+        overrides = _param_overrides(a.overrides)
+        data = key_value_overrides(a.data, [f.name for f in fields(DemoData)], "DemoData field (flows/demo.py)", "--data")
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     rows = [one_seed(int(s), a.store / f"seed-{s}", overrides, data) for s in a.seeds.split(",")]
 
     print(f"\nmammoseg demo, recipe overrides {overrides or 'none'}, data {data or 'as DEMO_DATA'}")

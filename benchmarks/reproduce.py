@@ -47,12 +47,11 @@ def cli(*args: str) -> dict[str, Any]:
 
 def card_figures(store_url: str, version: str) -> dict[str, Any]:
     """The held-out block of the published version's metrics.json (what MODEL_CARD.md prints)."""
+    from mammoseg.publish import read_metrics
     from mammoseg.settings import get_settings
     from mammoseg.storage import open_store
 
-    store = open_store(store_url, get_settings())
-    metrics = json.loads(store.read_bytes(f"models/versions/{version}/metrics.json"))
-    return metrics["heldout"][HELDOUT]
+    return read_metrics(open_store(store_url, get_settings()), version)["heldout"][HELDOUT]
 
 
 def predict_dice(model_uri: str, source: Path, out: Path) -> list[float]:
@@ -63,21 +62,22 @@ def predict_dice(model_uri: str, source: Path, out: Path) -> list[float]:
     from mammoseg.casetable import image_table
     from mammoseg.evaluation import dice
     from mammoseg.evaluation.truth import read_truth
+    from mammoseg.prediction import output_names
     from mammoseg.settings import get_settings, require_pseudonym_key
     from mammoseg.storage import open_store
 
     settings = get_settings()
     store = open_store(source.resolve().as_uri(), settings)
     cases = image_table(load_dataset(HELDOUT, store, pseudonym_key=require_pseudonym_key(settings)).lesions)
-    keys = [store.key_from_uri(u) for u in cases["image_uri"]]
-    images = [a for k in keys for a in ("--image", str(source / k))]
+    paths = [source / store.key_from_uri(u) for u in cases["image_uri"]]
+    images = [a for p in paths for a in ("--image", str(p))]
     predicted = subprocess.run([sys.executable, "-m", "mammoseg.cli", "predict", "--model", model_uri,
                                 "--out", str(out), *images], cwd=REPO, stdout=subprocess.DEVNULL, check=False)
     if predicted.returncode != 0:
         raise SystemExit(f"mammoseg predict exited with {predicted.returncode}")
     scores = []
-    for row, key in zip(cases.itertuples(index=False), keys):
-        mask = cv2.imread(str(out / f"{Path(key).stem}_mask.png"), cv2.IMREAD_UNCHANGED) > 0
+    for row, name in zip(cases.itertuples(index=False), output_names(paths)):
+        mask = cv2.imread(str(out / f"{name}_mask.png"), cv2.IMREAD_UNCHANGED) > 0
         truth, _ = read_truth(store, row.mask_uris, row.mask_geometries, mask.shape)
         scores.append(float(dice(mask, truth)))
     return scores
@@ -105,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         model_uri, version = trained["model_uri"], trained["version"]
         print(f"trained and published {version} ({trained.get('epochs_run')} epochs)", flush=True)
     else:
-        model_uri, version = a.model, a.model.rstrip("/").split("/")[-2]
+        from mammoseg.prediction import model_version
+
+        model_uri, version = a.model, model_version(a.model)
+        if version is None:
+            raise SystemExit(f"--model {a.model} is not a published models/versions/<v>/model.keras")
     card = card_figures(a.store.resolve().as_uri(), version)
 
     evaluated = cli("evaluate", "--dataset", HELDOUT, "--source", mias, "--model", model_uri, *store)["metrics"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -245,18 +246,25 @@ def retrain(
 
 
 def _param_overrides(items: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` → ``{KEY: VALUE}``, VALUE read as JSON when it is (numbers, true/false,
-    null), else as text; an unknown KEY is an error (RetrainParams validates the values)."""
+    """``--set KEY=VALUE`` options → RetrainParams overrides (see :func:`key_value_overrides`)."""
     from mammoseg.params import RetrainParams
 
+    return key_value_overrides(items, RetrainParams.model_fields, "RetrainParams field (see mammoseg/params.py)")
+
+
+def key_value_overrides(items: list[str], fields: Iterable[str], what: str, option: str = "--set") -> dict[str, Any]:
+    """``KEY=VALUE`` → ``{KEY: VALUE}``, VALUE read as JSON when it is (numbers, true/false,
+    null), else as text; a KEY not in ``fields`` is an error naming ``what`` (the caller's
+    dataclass or model validates the values)."""
+    allowed = set(fields)
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
-        if key not in RetrainParams.model_fields:
-            raise ValueError(f"--set {key}: not a RetrainParams field (see mammoseg/params.py)")
+            raise ValueError(f"{option} {item!r}: expected KEY=VALUE")
+        if key not in allowed:
+            raise ValueError(f"{option} {key}: not a {what}")
         try:
             out[key] = json.loads(value)
         except ValueError:
