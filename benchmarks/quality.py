@@ -18,9 +18,11 @@ The experiment (see benchmarks/README.md):
    to report INbreast (a small fixed test split would swing by chance).
 3. **Scoring, per dataset, in original geometry** (``mammoseg.evaluation.evaluate``): mean
    per-image Dice with a 95% patient-bootstrap CI, pooled Dice, sensitivity at 1 and 2 false
-   positives per image. Each fold's threshold is chosen on its own validation images; the
-   probabilities are remapped piecewise-linearly so that each fold's threshold lands on 0.5
-   (monotone within a fold, so the FROC of a fold is unchanged) and all folds are scored at 0.5.
+   positives per image. Each fold's threshold (and, when the recipe's ``postprocess`` is
+   ``choose``, how many of the highest-scoring components the mask keeps) is chosen on its own
+   validation images; the probabilities are remapped piecewise-linearly so that each fold's
+   threshold lands on 0.5 (monotone within a fold, so the FROC of a fold is unchanged) and all
+   folds are scored at 0.5, each image's mask with its fold's ``keep_components``.
 4. **Recipes.** ``seed`` is the recipe before issue 7 (16 x 4 U-Net, 0..1 input, geometric + mild
    brightness/contrast augmentation, no test-time augmentation); ``new`` is today's
    ``RetrainParams`` defaults: an 8-filter, 5-level U-Net (the parameters of the 16 x 4 one, a
@@ -28,7 +30,8 @@ The experiment (see benchmarks/README.md):
    normalisation (a layer of the model), intensity augmentation (gamma, contrast, noise, blur),
    mirroring test-time augmentation and pectoral suppression. Ablations: ``new-16x4`` (the former
    network), ``new-no-norm``, ``new-no-intensity``; every recipe trained with TTA is also scored
-   without it (``…/no-tta``), from the same models. ``patch`` trains on 256-px patches of 512-px
+   without it (``…/no-tta``), and every recipe that chooses its post-processing also with every
+   component kept and the threshold chosen alone (``…/all-components``), from the same models. ``patch`` trains on 256-px patches of 512-px
    images and ``patch128`` on 128-px patches of the 256-px images (lesion-centred, hard
    negatives, random), both predicted with a sliding window; ``new-balanced`` draws the datasets
    in proportion to the square root of their sizes (``dataset_balance=0.5``).
@@ -205,18 +208,22 @@ class Truths:
         return self._cache[row["case_id"]]
 
 
-def score(store: Any, cases: pd.DataFrame, probs: dict[str, np.ndarray], truths: Truths, n_boot: int) -> dict[str, Any]:
-    from mammoseg.evaluation import EvalCase, evaluate
+def score(store: Any, cases: pd.DataFrame, probs: dict[str, np.ndarray], truths: Truths, n_boot: int,
+          kept: dict[str, int | None]) -> dict[str, Any]:
+    """Score remapped out-of-fold maps (threshold 0.5); ``kept``: each case's fold's
+    ``keep_components`` (the mask scored for Dice)."""
+    from mammoseg.evaluation import EvalCase, evaluate, segment
     from mammoseg.plan import ModelPlan
     from mammoseg.preprocess import read_preprocessed
 
     def stream():
         for _, row in cases.iterrows():
             arrays = read_preprocessed(store, row["npz_key"])
-            prob = arrays.transform.to_original(probs[row["case_id"]].astype(np.float32), order="linear")
+            prob = np.clip(arrays.transform.to_original(probs[row["case_id"]].astype(np.float32), order="linear"), 0, 1)
             truth, lesions = truths.get(row, arrays.transform.original_shape)
-            yield EvalCase(case_id=row["case_id"], patient_id=row["patient_id"], prob=np.clip(prob, 0, 1),
-                           truth=truth, lesions=lesions, subgroups={"dataset": row["dataset"]})
+            yield EvalCase(case_id=row["case_id"], patient_id=row["patient_id"], prob=prob,
+                           truth=truth, lesions=lesions, subgroups={"dataset": row["dataset"]},
+                           pred=segment(prob, 0.5, kept.get(row["case_id"])))
 
     r = evaluate(stream(), threshold=0.5, n_boot=n_boot, seed=0, top_k=ModelPlan().top_k)
     return {
@@ -233,7 +240,7 @@ def score(store: Any, cases: pd.DataFrame, probs: dict[str, np.ndarray], truths:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from mammoseg.evaluation import choose_threshold
+    from mammoseg.evaluation import DEFAULT_KEEP_CANDIDATES, choose_postprocessing
     from mammoseg.inference import Predictor
     from mammoseg.plan import ModelPlan
     from mammoseg.preprocess import PreprocessParams
@@ -259,15 +266,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         size = params.size
         cases = data[size].copy()
         cases["fold"] = assign_folds(cases, args.folds, args.seed)
-        tta = params.tta_mirror
-        # variants scored from the same fold models: (mirroring TTA, pectoral suppression)
-        variants = {recipe.name: (tta, params.suppress_pectoral)}
+        tta, choose = params.tta_mirror, params.postprocess == "choose"
+        # variants scored from the same fold models: (mirroring TTA, pectoral suppression,
+        # post-processing chosen on validation with the threshold, or every component kept)
+        variants = {recipe.name: (tta, params.suppress_pectoral, choose)}
         if tta:
-            variants[f"{recipe.name}/no-tta"] = (False, params.suppress_pectoral)
+            variants[f"{recipe.name}/no-tta"] = (False, params.suppress_pectoral, choose)
+        if choose:
+            variants[f"{recipe.name}/all-components"] = (tta, params.suppress_pectoral, False)
         if args.pectoral_variants:
             variants[f"{recipe.name}/{'no-' if params.suppress_pectoral else ''}pectoral"] = (
-                tta, not params.suppress_pectoral)
+                tta, not params.suppress_pectoral, choose)
         oof: dict[str, dict[str, np.ndarray]] = {v: {} for v in variants}
+        kept: dict[str, dict[str, int | None]] = {v: {} for v in variants}
         epochs = []
         t_recipe = time.monotonic()
         for fold in range(args.folds):
@@ -284,24 +295,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             epochs.append(n_epochs)
             val_images, val_masks = load_samples(store, val)
             test_images, _ = load_samples(store, test)
-            for variant, (tta, pectoral) in variants.items():
+            for variant, (tta, pectoral, choose) in variants.items():
                 plan = base_plan.replace(tta_mirror=tta, suppress_pectoral=pectoral)
                 predictor = Predictor(model, plan)
                 val_probs = predictor.predict_preprocessed(val_images, breast_masks=_breasts(store, val, plan))
-                thr = float(choose_threshold(list(val_probs), list(val_masks.astype(bool))))
+                chosen = choose_postprocessing(list(val_probs), list(val_masks.astype(bool)),
+                                               keeps=DEFAULT_KEEP_CANDIDATES if choose else (None,))
+                print(f"  {variant} fold {fold}: threshold {chosen.threshold:.2f}, keep {chosen.keep_components} "
+                      f"(val Dice {chosen.dice_mean:.3f})", file=sys.stderr)
                 test_probs = predictor.predict_preprocessed(test_images, breast_masks=_breasts(store, test, plan))
                 for cid, p in zip(test["case_id"], test_probs):
-                    oof[variant][cid] = remap(p, thr).astype(np.float16)
+                    oof[variant][cid] = remap(p, chosen.threshold).astype(np.float16)
+                    kept[variant][cid] = chosen.keep_components
         minutes = (time.monotonic() - t_recipe) / 60
         for variant in variants:
             for name, _ in DATASETS:
                 subset = cases[cases["dataset"] == name]
                 row = {"recipe": variant, "dataset": name, "epochs": epochs, "recipe_minutes": minutes}
-                row |= score(store, subset, oof[variant], truths, args.n_boot)
+                row |= score(store, subset, oof[variant], truths, args.n_boot, kept[variant])
                 results["rows"].append(row)
                 print(_line(row), file=sys.stderr)
             if args.save:
-                _save(Path(args.save), variant, cases, oof[variant], store, truths)
+                _save(Path(args.save), variant, cases, oof[variant], kept[variant], store, truths)
     results["total_minutes"] = (time.monotonic() - t0) / 60
     return results
 
@@ -322,13 +337,15 @@ def rescore(args: argparse.Namespace) -> dict[str, Any]:
         variant = path.stem.removeprefix("oof-")
         with np.load(path) as z:
             oof = {k: z[k] for k in z.files}
+        keep_file = folder / f"keep-{variant}.json"
+        kept = json.loads(keep_file.read_text()) if keep_file.exists() else {}
         size = next(iter(oof.values())).shape[0]
         if size not in data:
             data[size], _ = load_cases(Path(args.data), size, cache_url)
         cases = data[size][data[size]["case_id"].isin(saved["case_id"])]
         for name, _ in DATASETS:
             row = {"recipe": variant, "dataset": name}
-            row |= score(store, cases[cases["dataset"] == name], oof, truths, args.n_boot)
+            row |= score(store, cases[cases["dataset"] == name], oof, truths, args.n_boot, kept)
             results["rows"].append(row)
             print(_line(row), file=sys.stderr)
     results["total_minutes"] = results["preprocess_minutes"] = 0.0
@@ -342,11 +359,12 @@ def _breasts(store: Any, rows: pd.DataFrame, plan: Any) -> np.ndarray | None:
     return breast_masks(store, rows) if plan.suppress_pectoral else None
 
 
-def _save(folder: Path, variant: str, cases: pd.DataFrame, oof: dict[str, np.ndarray], store: Any,
-          truths: Truths) -> None:
-    """Out-of-fold maps (``oof-<variant>.npz``, preprocessed grid) and, per dataset, the best,
-    median and worst images in original geometry (``overlays-<variant>-<dataset>.png``)."""
-    from mammoseg.evaluation import best_median_worst, dice, overlay_grid
+def _save(folder: Path, variant: str, cases: pd.DataFrame, oof: dict[str, np.ndarray], kept: dict[str, int | None],
+          store: Any, truths: Truths) -> None:
+    """Out-of-fold maps (``oof-<variant>.npz``, preprocessed grid), each case's
+    ``keep_components`` (``keep-<variant>.json``) and, per dataset, the best, median and worst
+    images in original geometry (``overlays-<variant>-<dataset>.png``)."""
+    from mammoseg.evaluation import best_median_worst, dice, overlay_grid, segment
     from mammoseg.imageio import load_image
     from mammoseg.preprocess import read_preprocessed
     from mammoseg.storage import open_store
@@ -354,12 +372,14 @@ def _save(folder: Path, variant: str, cases: pd.DataFrame, oof: dict[str, np.nda
     folder.mkdir(parents=True, exist_ok=True)
     tag = variant.replace("/", "-")
     np.savez_compressed(folder / f"oof-{tag}.npz", **{c: oof[c] for c in cases["case_id"]})
+    (folder / f"keep-{tag}.json").write_text(json.dumps({c: kept.get(c) for c in cases["case_id"]}))
     cases.drop(columns=["mask_uris", "mask_geometries"]).to_csv(folder / "cases.csv", index=False)
     for name, subset in cases.groupby("dataset", sort=True):
         rows, maps = [], {}
         for _, row in subset.iterrows():
             arrays = read_preprocessed(store, row["npz_key"])
-            pred = arrays.transform.to_original(oof[row["case_id"]].astype(np.float32), order="linear") >= 0.5
+            prob = arrays.transform.to_original(oof[row["case_id"]].astype(np.float32), order="linear")
+            pred = segment(np.clip(prob, 0, 1), 0.5, kept.get(row["case_id"]))
             truth, _ = truths.get(row, arrays.transform.original_shape)
             maps[row["case_id"]] = (row, pred)
             rows.append({"case_id": row["case_id"], "dice": dice(pred, truth)})

@@ -16,6 +16,9 @@ trained and validated:
   found by :func:`mammoseg.preprocess.pectoral.pectoral_mask` on the preprocessed image (the
   muscle is bright, lesion-like texture and the commonest large false positive);
 * ``threshold``: the probability cut-off chosen on validation data;
+* ``keep_components``: ``None`` keeps every connected component of ``prob >= threshold`` in the
+  mask; ``k`` keeps the ``k`` with the highest probability inside
+  (:mod:`mammoseg.evaluation.postprocess`), chosen together with the threshold;
 * ``min_lesion_px`` and ``top_k``: the detection output (lesion list): connected components
   smaller than ``min_lesion_px`` pixels *of the preprocessed grid* are dropped, and at most
   ``top_k`` lesions are listed per image, highest score first;
@@ -50,6 +53,7 @@ class ModelPlan:
     tta_mirror: bool = False
     suppress_pectoral: bool = False
     threshold: float = 0.5
+    keep_components: int | None = None
     min_lesion_px: int = 0
     top_k: int = 5
     labels: tuple[str, ...] = ("lesion",)
@@ -69,6 +73,10 @@ class ModelPlan:
             problems.append(f"window_overlap must be in [0, 1) (got {self.window_overlap})")
         if not 0.0 < self.threshold < 1.0:
             problems.append(f"threshold must be in (0, 1) (got {self.threshold})")
+        if self.keep_components is not None and (
+            isinstance(self.keep_components, bool) or not isinstance(self.keep_components, int) or self.keep_components < 1
+        ):
+            problems.append(f"keep_components must be None or an integer >= 1 (got {self.keep_components!r})")
         if self.min_lesion_px < 0 or self.top_k < 1:
             problems.append("min_lesion_px must be >= 0 and top_k >= 1")
         if not self.labels:

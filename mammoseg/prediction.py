@@ -4,15 +4,18 @@ For one original image (DICOM, PNG/PGM 8- or 16-bit, JPEG) and a loaded
 :class:`~mammoseg.inference.Predictor`, :func:`predict_file` writes, in the image's **own
 geometry**:
 
-* ``<name>_mask.png`` — 8-bit, 255 where ``prob >= threshold`` (every pixel over the threshold,
-  as scored by the evaluation: no component is dropped from the mask);
+* ``<name>_mask.png`` — 8-bit, 255 where ``prob >= threshold``, keeping only the plan's
+  ``keep_components`` highest-scoring components when it names a number (the mask the
+  evaluation scores, :func:`~mammoseg.evaluation.segment`);
 * ``<name>_overlay.png`` — the image with the predicted contours in red;
 * ``<name>_seg.dcm`` — for a DICOM input only: the same mask as a DICOM Segmentation object
   over the source instance (:func:`mammoseg.seg.build_seg`; pixel data equal to the PNG mask);
 * ``<name>_lesions.json`` — the detection output (:func:`~mammoseg.evaluation.lesion_list`):
-  components of the mask with at least :func:`min_area_original` pixels, highest score first,
-  at most the plan's ``top_k``; plus the threshold, the model version (when the model is a
-  published version's), the image shape and the coordinate conventions.
+  components of ``prob >= threshold`` with at least :func:`min_area_original` pixels, highest score first,
+  at most the plan's ``top_k``; plus the threshold, ``keep_components``, the model version (when
+  the model is a published version's), the image shape and the coordinate conventions. The list
+  may name more lesions than the mask holds: with ``keep_components = k`` and the default
+  ``min_lesion_px`` of 0, the mask holds the first ``k`` of them.
 
 The plan's ``min_lesion_px`` counts pixels of the *preprocessed* grid. One grid pixel covers
 ``(padded_side / size)²`` original pixels (the square crop+pad that was resized to the grid), so
@@ -131,14 +134,14 @@ def predict_image(
     ``filename`` only names the image in the report and gives the decoder its extension. Raises
     :class:`ValueError` for an image that cannot be used (decoding, preprocessing, SEG).
     """
-    from mammoseg.evaluation import lesion_list
+    from mammoseg.evaluation import lesion_list, segment
     from mammoseg.imageio import load_image
 
     pixels = load_image(data, filename)
     prob, case = predictor.predict_original(pixels, laterality=laterality)
     prob = np.clip(prob, 0.0, 1.0)
     plan = predictor.plan
-    mask = prob >= np.asarray(threshold, dtype=prob.dtype)
+    mask = segment(prob, threshold, plan.keep_components)
     min_area = min_area_original(plan.min_lesion_px, case.transform)
     lesions = lesion_list(prob, threshold, min_area=min_area, top_k=plan.top_k)
     seg = None
@@ -155,6 +158,7 @@ def predict_image(
         "min_lesion_px": min_area,
         "min_lesion_px_plan_grid": plan.min_lesion_px,
         "top_k": plan.top_k,
+        "keep_components": plan.keep_components,
         "coordinates": COORDINATES,
         "lesions": [les.to_dict() for les in lesions],
     }

@@ -814,10 +814,12 @@ def _metric_tables(metrics: Mapping[str, Any], where: str | None = None) -> list
     goes into both tables' first column header."""
     suffix = f" ({where})" if where else ""
     det = metrics.get("detection") or {}
+    keep = (metrics.get("plan") or {}).get("keep_components")
+    kept = f"; the mask keeps its {keep} highest-scoring component(s)" if keep else ""
     lines = [
         (
             f"{_fmt(metrics.get('n_cases'))} test images from {_fmt(metrics.get('n_patients'))} "
-            f"patients; threshold {_fmt(metrics.get('threshold'))} (chosen on validation)."
+            f"patients; threshold {_fmt(metrics.get('threshold'))}{kept} (chosen on validation)."
         ),
         "",
         f"| metric{suffix} | value | 95% CI |",

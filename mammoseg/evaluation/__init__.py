@@ -37,6 +37,14 @@ from mammoseg.evaluation.metrics import (
     threshold_sweep,
 )
 from mammoseg.evaluation.overlays import best_median_worst, overlay_grid, overlay_png
+from mammoseg.evaluation.postprocess import (
+    DEFAULT_KEEP_CANDIDATES,
+    Postprocessing,
+    choose_postprocessing,
+    keep_top_components,
+    postprocessing_sweep,
+    segment,
+)
 from mammoseg.evaluation.report import (
     SUSPICIOUS_DICE_MEAN,
     DetectionSummary,
@@ -49,6 +57,7 @@ from mammoseg.evaluation.report import (
 
 __all__ = [
     "DEFAULT_FROC_THRESHOLDS",
+    "DEFAULT_KEEP_CANDIDATES",
     "DEFAULT_THRESHOLD_CANDIDATES",
     "SUSPICIOUS_DICE_MEAN",
     "CircleLesion",
@@ -62,10 +71,12 @@ __all__ = [
     "LesionMatch",
     "MaskLesion",
     "MaskPair",
+    "Postprocessing",
     "best_median_worst",
     "binarize",
     "bootstrap_ci",
     "bootstrap_pooled_dice_ci",
+    "choose_postprocessing",
     "choose_threshold",
     "components",
     "detection_counts",
@@ -76,6 +87,7 @@ __all__ = [
     "froc_points",
     "iou",
     "is_suspicious",
+    "keep_top_components",
     "leakage_audit",
     "lesion_from_geometry",
     "lesion_list",
@@ -86,6 +98,8 @@ __all__ = [
     "overlay_png",
     "per_image_scores",
     "pooled_dice",
+    "postprocessing_sweep",
+    "segment",
     "sensitivity_at_fp",
     "threshold_sweep",
 ]

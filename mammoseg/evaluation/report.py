@@ -38,10 +38,10 @@ from mammoseg.evaluation.metrics import (
     EvaluationInputError,
     as_mask,
     as_prob,
-    binarize,
     score_row,
     scores_frame,
 )
+from mammoseg.evaluation.postprocess import segment
 
 #: Above this mean Dice the pipeline runs :func:`leakage_audit` before believing the number.
 SUSPICIOUS_DICE_MEAN: Final = 0.9
@@ -60,7 +60,8 @@ class EvalCase:
     ``truth``: bool union mask. ``lesions``: per-lesion bool masks or circles ``(cx, cy, r)`` for
     the detection view; ``None`` means one lesion per connected component of ``truth``, ``[]``
     means the image has no lesion. ``subgroups``: short categorical labels (dataset, pathology,
-    density…), never header fields.
+    density…), never header fields. ``pred``: the mask scored for Dice and IoU when the caller
+    made it itself (``None``: the map thresholded and post-processed as :func:`evaluate` says).
     """
 
     case_id: str
@@ -69,6 +70,7 @@ class EvalCase:
     truth: np.ndarray
     lesions: Sequence[Lesion] | None = None
     subgroups: Mapping[str, str] = field(default_factory=dict)
+    pred: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -86,13 +88,22 @@ class DetectionSummary:
     top_k: int | None = None  # at most this many components per image counted (the lesion list)
 
 
-def definitions(threshold: float, n_boot: int, min_area: int, top_k: int | None = None) -> dict[str, str]:
+def definitions(
+    threshold: float, n_boot: int, min_area: int, top_k: int | None = None, keep_components: int | None = None
+) -> dict[str, str]:
     """The rules behind every number, in words (goes into reports and the model card)."""
+    kept = (
+        f" Of the connected components of that mask, only the {keep_components} with the highest "
+        "probability inside are kept (post-processing chosen with the threshold)."
+        if keep_components
+        else ""
+    )
     return {
         "geometry": "All metrics are computed in the original image geometry (predictions mapped "
         "back through the preprocessing transform), not on the network's resized input.",
         "threshold": f"A pixel is positive when probability >= {threshold:g}; the threshold was "
-        "chosen on the validation split (maximising mean per-image Dice), never on the test split.",
+        "chosen on the validation split (maximising mean per-image Dice), never on the test split."
+        + kept,
         "dice_mean": "Mean over images of the per-image Dice 2TP/(2TP+FP+FN).",
         "iou_mean": "Mean over images of the per-image IoU TP/(TP+FP+FN).",
         "empty_masks": "An image with empty truth and empty prediction scores 1 (correct "
@@ -257,7 +268,8 @@ def _jsonable(x: Any) -> Any:
 
 
 def _case_stats(
-    case: EvalCase, threshold: float, froc_thresholds: np.ndarray, min_area: int, top_k: int | None = None
+    case: EvalCase, threshold: float, froc_thresholds: np.ndarray, min_area: int, top_k: int | None = None,
+    keep_components: int | None = None,
 ) -> tuple[dict[str, object], DetectionCounts]:
     if not isinstance(case.case_id, str) or not case.case_id:
         raise EvaluationInputError("a case has no case_id")
@@ -273,7 +285,12 @@ def _case_stats(
             )
         if SIZE_GROUP in case.subgroups:
             raise EvaluationInputError(f"subgroup name {SIZE_GROUP!r} is reserved")
-        pred = binarize(prob, threshold)
+        if case.pred is None:
+            pred = segment(prob, threshold, keep_components)
+        else:
+            pred = as_mask(case.pred, "pred")
+            if pred.shape != truth.shape:
+                raise EvaluationInputError(f"pred shape {pred.shape} != truth shape {truth.shape}")
         row = score_row(case.case_id, case.patient_id, pred, truth, case.subgroups)
         lesions = lesions_from_truth(truth) if case.lesions is None else list(case.lesions)
         counts = detection_counts(prob, lesions, froc_thresholds, min_area=min_area, top_k=top_k)
@@ -323,9 +340,14 @@ def evaluate(
     seed: int = 0,
     min_area: int = 1,
     top_k: int | None = None,
+    keep_components: int | None = None,
     froc_thresholds: Sequence[float] | np.ndarray = DEFAULT_FROC_THRESHOLDS,
 ) -> EvaluationResult:
     """Evaluate held-out cases at a fixed ``threshold`` (chosen on validation).
+
+    The scored mask of a case is ``prob >= threshold`` with only its ``keep_components``
+    highest-scoring components (all when None; :func:`~mammoseg.evaluation.postprocess.segment`),
+    unless the case brings its own ``pred``. The detection view sweeps the map itself.
 
     Streams ``cases``; ``n_boot = 0`` skips the bootstrap (intervals are then ``None``). Raises
     :class:`EvaluationInputError` naming the case for unusable input, and for duplicate case ids.
@@ -343,7 +365,7 @@ def evaluate(
         if case.case_id in seen:
             raise EvaluationInputError(f"case {case.case_id}: duplicate case id")
         seen.add(case.case_id)
-        row, cnt = _case_stats(case, float(threshold), thr, min_area, top_k)
+        row, cnt = _case_stats(case, float(threshold), thr, min_area, top_k, keep_components)
         rows.append(row)
         counts.append(cnt)
         groups += [str(g) for g in case.subgroups if str(g) not in groups]
@@ -384,7 +406,7 @@ def evaluate(
         threshold=float(threshold),
         subgroups=_subgroup_table(per_image, [*groups, SIZE_GROUP], n_boot, seed),
         detection=detection,
-        definitions=definitions(float(threshold), n_boot, min_area, top_k),
+        definitions=definitions(float(threshold), n_boot, min_area, top_k, keep_components),
         per_image=per_image,
         n_boot=n_boot,
         seed=seed,

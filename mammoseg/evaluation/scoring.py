@@ -127,6 +127,7 @@ def score_set(
         evaluate,
         is_suspicious,
         leakage_audit,
+        segment,
     )
     from mammoseg.evaluation.truth import read_truth
     from mammoseg.preprocess import read_preprocessed
@@ -151,7 +152,7 @@ def score_set(
             arrays, prob_orig = predict_original(row.npz_key)
             meta = images.loc[row.case_id]
             truth, lesions = truth_of(meta, arrays.transform.original_shape)
-            predictions[row.case_id] = prob_orig >= threshold
+            predictions[row.case_id] = segment(np.clip(prob_orig, 0, 1), threshold, plan.keep_components)
             breast = arrays.transform.to_original(arrays.breast_mask.astype(bool))
             tp, fp, fn = int((breast & truth).sum()), int((breast & ~truth).sum()), int((~breast & truth).sum())
             baseline.append((dice(breast, truth), tp, fp, fn))
@@ -161,7 +162,8 @@ def score_set(
                 predictions.pop(next(iter(predictions)))
 
     # the FROC counts what the lesion list of `predict` would show: the plan's top-k per image
-    result = evaluate(cases(), threshold=threshold, n_boot=n_boot, seed=0, top_k=plan.top_k)
+    result = evaluate(cases(), threshold=threshold, n_boot=n_boot, seed=0, top_k=plan.top_k,
+                      keep_components=plan.keep_components)
     findings = None if trained_on is None else leakage_audit(trained_on, manifest)
     metrics = set_metrics(result, manifest=manifest, plan=plan.to_dict(), findings=findings,
                           suspicious=is_suspicious(result), baseline=whole_breast_baseline(baseline))
@@ -170,7 +172,7 @@ def score_set(
         if case_id in predictions:
             return predictions[case_id]
         row = manifest[manifest["case_id"] == case_id].iloc[0]
-        return predict_original(row["npz_key"])[1] >= threshold
+        return segment(np.clip(predict_original(row["npz_key"])[1], 0, 1), threshold, plan.keep_components)
 
     picks = best_median_worst(result.per_image) if len(result.per_image) >= 1 else ()
     overlays = overlay_png(picks, result.per_image, images, source, truth_of, prediction_of)

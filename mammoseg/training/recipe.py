@@ -241,15 +241,16 @@ def train_model(
     store: ObjectStore, manifest: pd.DataFrame, params: RetrainParams, workdir: Path,
     on_epoch_end: Callable[[int, int, dict], None] | None, settings: Settings,
 ) -> TrainedModel:
-    """Fit the run's model on ``manifest`` (with its ``split`` column) and choose its threshold.
+    """Fit the run's model on ``manifest`` (with its ``split`` column) and choose its threshold
+    and post-processing (``params.postprocess``).
 
     One model on ``train`` validated on ``val``; or, with ``params.folds > 1`` (nnU-Net style),
     k fold models over train + val, each validated on its own fold, averaged into one model. The
-    threshold is chosen on validation predictions made with the plan (out-of-fold for folds),
-    never on a test set. ``on_epoch_end(fold, epoch, logs)`` reports progress. The arrays must
+    threshold (and how many components the mask keeps) is chosen on validation predictions made
+    with the plan (out-of-fold for folds), never on a test set. ``on_epoch_end(fold, epoch, logs)`` reports progress. The arrays must
     have been preprocessed with the plan's parameters.
     """
-    from mammoseg.evaluation import choose_threshold
+    from mammoseg.evaluation import DEFAULT_KEEP_CANDIDATES, choose_postprocessing
     from mammoseg.inference import Predictor
     from mammoseg.training.dataset import load_samples
 
@@ -278,6 +279,8 @@ def train_model(
         images, masks = load_samples(store, val_rows)
         probs = Predictor(model, plan, settings.inference_batch_size).predict_preprocessed(
             images, breast_masks=breast_masks(store, val_rows))
-    threshold = float(choose_threshold(list(probs), list(masks.astype(bool))))
-    return TrainedModel(model_path=model_path, plan=plan.replace(threshold=threshold), results=results, history=history,
-                        threshold=threshold, model_config=model_config, train_config=train_config)
+    keeps = DEFAULT_KEEP_CANDIDATES if params.postprocess == "choose" else (None,)
+    chosen = choose_postprocessing(list(probs), list(masks.astype(bool)), keeps=keeps)
+    plan = plan.replace(threshold=chosen.threshold, keep_components=chosen.keep_components)
+    return TrainedModel(model_path=model_path, plan=plan, results=results, history=history,
+                        threshold=chosen.threshold, model_config=model_config, train_config=train_config)

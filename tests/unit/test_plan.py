@@ -13,7 +13,7 @@ from mammoseg.preprocess import PreprocessParams
 def test_plan_round_trips_through_json() -> None:
     plan = ModelPlan(
         preprocess=PreprocessParams(size=512, clahe_clip_limit=3.0), patch_size=256, window_overlap=0.25,
-        tta_mirror=True, threshold=0.35, min_lesion_px=12, top_k=3,
+        tta_mirror=True, threshold=0.35, keep_components=2, min_lesion_px=12, top_k=3,
     )
     again = ModelPlan.from_json(plan.to_json())
     assert again == plan
@@ -27,6 +27,8 @@ def test_plan_round_trips_through_json() -> None:
         ({"format_version": 99}, "newer than this mammoseg reads"),
         ({"colour": "red"}, "unknown plan field"),
         ({"threshold": 1.5}, "threshold must be in (0, 1)"),
+        ({"keep_components": 0}, "keep_components must be None or an integer >= 1"),
+        ({"keep_components": 1.5}, "keep_components must be None or an integer >= 1"),
         ({"patch_size": 1024}, "patch_size must be in"),
         ({"preprocess": {"size": 8}}, "size must be in"),
         ({"preprocess": {"size": 256, "sharpen": True}}, "plan does not fit"),

@@ -1,0 +1,104 @@
+"""Mask post-processing (keep the k highest-scoring components), on hand-computed maps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mammoseg.evaluation import (
+    EvalCase,
+    EvaluationInputError,
+    choose_postprocessing,
+    evaluate,
+    keep_top_components,
+    lesion_list,
+    postprocessing_sweep,
+    segment,
+)
+
+
+def _map() -> np.ndarray:
+    """Three blobs: 2x2 at 0.9 (top-left), 3x3 at 0.7 (bottom-right), one pixel at 0.6."""
+    p = np.zeros((10, 10), np.float32)
+    p[1:3, 1:3] = 0.9
+    p[6:9, 6:9] = 0.7
+    p[1, 8] = 0.6
+    return p
+
+
+def test_segment_keeps_the_highest_scoring_components() -> None:
+    p = _map()
+    assert segment(p, 0.5).sum() == 4 + 9 + 1
+    one = segment(p, 0.5, 1)
+    assert one.sum() == 4 and one[1:3, 1:3].all()
+    two = segment(p, 0.5, 2)
+    assert two.sum() == 13 and not two[1, 8]
+    assert segment(p, 0.5, 5).sum() == 14  # more asked than there are: all kept
+    assert segment(np.zeros((4, 4), np.float32), 0.5, 1).sum() == 0
+
+
+def test_equal_scores_keep_raster_order_as_the_lesion_list() -> None:
+    p = np.zeros((8, 8), np.float32)
+    p[5:7, 1:3] = 0.8  # lower blob, larger
+    p[1, 5] = 0.8  # upper blob, one pixel, same score
+    kept = segment(p, 0.5, 1)
+    assert kept[1, 5] and kept.sum() == 1
+    first = lesion_list(p, 0.5, top_k=5)[0]
+    assert first.bbox == (1, 5, 2, 6)
+
+
+def test_keep_does_not_touch_the_inputs() -> None:
+    p = _map()
+    pred = p >= 0.5
+    before = pred.copy()
+    keep_top_components(pred, p, 1)
+    assert np.array_equal(pred, before)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_bad_keep_is_refused(bad: object) -> None:
+    with pytest.raises(EvaluationInputError, match="keep_components"):
+        segment(_map(), 0.5, bad)  # type: ignore[arg-type]
+
+
+def test_sweep_dice_by_hand() -> None:
+    p = _map()
+    truth = np.zeros((10, 10), bool)
+    truth[1:3, 1:3] = True  # only the 0.9 blob is a lesion
+    sweep = postprocessing_sweep([p], [truth], candidates=[0.5, 0.8], keeps=(None, 2, 1)).set_index(
+        ["threshold", "keep_components"])["dice_mean"]
+    assert sweep[(0.5, 0)] == pytest.approx(2 * 4 / (14 + 4))  # every blob kept
+    assert sweep[(0.5, 2)] == pytest.approx(2 * 4 / (13 + 4))
+    assert sweep[(0.5, 1)] == pytest.approx(1.0)
+    assert sweep[(0.8, 0)] == pytest.approx(1.0)  # at 0.8 only the lesion passes anyway
+
+
+def test_choice_prefers_no_filter_on_ties_and_filters_when_it_helps() -> None:
+    p = _map()
+    lesion = np.zeros((10, 10), bool)
+    lesion[1:3, 1:3] = True
+    # the 0.9 blob alone is the truth: threshold 0.8 with every component ties with keep=1 at
+    # lower thresholds; the tie goes to keeping every component
+    chosen = choose_postprocessing([p], [lesion], candidates=[0.5, 0.8], keeps=(None, 1))
+    assert (chosen.threshold, chosen.keep_components, chosen.dice_mean) == (0.8, None, 1.0)
+    # the truth is the 0.9 and the 0.7 blobs: at 0.5, keeping two components drops just the
+    # 0.6 pixel (Dice 1 against 26/27 with every component, 8/17 with one)
+    two = lesion.copy()
+    two[6:9, 6:9] = True
+    chosen = choose_postprocessing([p, p], [two, two], candidates=[0.5], keeps=(None, 2, 1))
+    assert chosen.keep_components == 2 and chosen.dice_mean == pytest.approx(1.0)
+
+
+def test_evaluate_scores_the_post_processed_mask() -> None:
+    p = _map()
+    truth = np.zeros((10, 10), bool)
+    truth[1:3, 1:3] = True
+    case = EvalCase(case_id="c1", patient_id="p1", prob=p, truth=truth)
+    plain = evaluate([case], threshold=0.5, n_boot=0)
+    kept = evaluate([case], threshold=0.5, n_boot=0, keep_components=1)
+    assert plain.dice_mean == pytest.approx(8 / 18) and kept.dice_mean == pytest.approx(1.0)
+    assert "only the 1 with the highest" in kept.definitions["threshold"]
+    # the detection view sweeps the map itself, whatever the mask keeps
+    assert kept.detection.fp_per_image_at_threshold == plain.detection.fp_per_image_at_threshold == 2
+    own = EvalCase(case_id="c1", patient_id="p1", prob=p, truth=truth, pred=truth)
+    assert evaluate([own], threshold=0.5, n_boot=0).dice_mean == 1.0
