@@ -74,7 +74,7 @@ class Recipe:
 
 #: The recipe before issue 7 (the former RetrainParams defaults), pinned here.
 SEED = {"base_filters": 16, "depth": 4, "input_norm": "none", "aug_intensity": 0.05, "aug_gamma": 0.0, "aug_noise": 0.0, "aug_blur": 0.0,
-        "tta_mirror": False, "suppress_pectoral": False}
+        "tta_mirror": False, "suppress_pectoral": False, "postprocess": "none"}
 #: What the new recipe changes (today's RetrainParams defaults).
 NEW = {"base_filters": 8, "depth": 5, "input_norm": "breast", "aug_intensity": 0.15, "aug_gamma": 0.4, "aug_noise": 0.03, "aug_blur": 1.5,
        "tta_mirror": True, "suppress_pectoral": True}

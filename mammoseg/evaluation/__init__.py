@@ -40,6 +40,7 @@ from mammoseg.evaluation.overlays import best_median_worst, overlay_grid, overla
 from mammoseg.evaluation.postprocess import (
     DEFAULT_KEEP_CANDIDATES,
     Postprocessing,
+    best_postprocessing,
     choose_postprocessing,
     keep_top_components,
     postprocessing_sweep,
@@ -73,6 +74,7 @@ __all__ = [
     "MaskPair",
     "Postprocessing",
     "best_median_worst",
+    "best_postprocessing",
     "binarize",
     "bootstrap_ci",
     "bootstrap_pooled_dice_ci",

@@ -150,17 +150,9 @@ class Postprocessing:
     dice_mean: float
 
 
-def choose_postprocessing(
-    prob_maps: Iterable[np.ndarray],
-    truths: Iterable[np.ndarray],
-    candidates: Sequence[float] | np.ndarray = DEFAULT_THRESHOLD_CANDIDATES,
-    keeps: Sequence[int | None] = DEFAULT_KEEP_CANDIDATES,
-    *,
-    empty_score: float = 1.0,
-) -> Postprocessing:
-    """The ``(threshold, keep_components)`` with the highest mean per-image Dice on
-    **validation** maps; ties: keep all, then more components, then the smaller threshold."""
-    sweep = postprocessing_sweep(prob_maps, truths, candidates, keeps, empty_score=empty_score)
+def best_postprocessing(sweep: pd.DataFrame) -> Postprocessing:
+    """The row of a :func:`postprocessing_sweep` with the highest mean per-image Dice; ties:
+    keep all, then more components, then the smaller threshold."""
     rank = sweep["keep_components"].replace(0, np.iinfo(np.int32).max)
     best = sweep.assign(_rank=rank).sort_values(
         ["dice_mean", "_rank", "threshold"], ascending=[False, False, True], kind="stable"
@@ -168,3 +160,11 @@ def choose_postprocessing(
     keep = int(best["keep_components"])
     return Postprocessing(threshold=float(best["threshold"]), keep_components=keep or None,
                           dice_mean=float(best["dice_mean"]))
+
+
+def choose_postprocessing(
+    prob_maps: Iterable[np.ndarray], truths: Iterable[np.ndarray], keeps: Sequence[int | None] = DEFAULT_KEEP_CANDIDATES
+) -> Postprocessing:
+    """The best ``(threshold, keep_components)`` on **validation** maps, over the default
+    threshold candidates and ``keeps`` (:func:`best_postprocessing`)."""
+    return best_postprocessing(postprocessing_sweep(prob_maps, truths, keeps=keeps))

@@ -8,6 +8,7 @@ import pytest
 from mammoseg.evaluation import (
     EvalCase,
     EvaluationInputError,
+    best_postprocessing,
     choose_postprocessing,
     evaluate,
     keep_top_components,
@@ -79,14 +80,19 @@ def test_choice_prefers_no_filter_on_ties_and_filters_when_it_helps() -> None:
     lesion[1:3, 1:3] = True
     # the 0.9 blob alone is the truth: threshold 0.8 with every component ties with keep=1 at
     # lower thresholds; the tie goes to keeping every component
-    chosen = choose_postprocessing([p], [lesion], candidates=[0.5, 0.8], keeps=(None, 1))
+    chosen = best_postprocessing(postprocessing_sweep([p], [lesion], candidates=[0.5, 0.8], keeps=(None, 1)))
     assert (chosen.threshold, chosen.keep_components, chosen.dice_mean) == (0.8, None, 1.0)
-    # the truth is the 0.9 and the 0.7 blobs: at 0.5, keeping two components drops just the
-    # 0.6 pixel (Dice 1 against 26/27 with every component, 8/17 with one)
-    two = lesion.copy()
-    two[6:9, 6:9] = True
-    chosen = choose_postprocessing([p, p], [two, two], candidates=[0.5], keeps=(None, 2, 1))
-    assert chosen.keep_components == 2 and chosen.dice_mean == pytest.approx(1.0)
+    # a 4x4 lesion whose rim is at 0.55 and a one-pixel false positive at 0.58: no threshold
+    # keeps the rim without the false positive (Dice 32/33 at <= 0.55, 8/20 above), one component does
+    p = np.zeros((12, 12), np.float32)
+    p[1:5, 1:5] = 0.55
+    p[2:4, 2:4] = 0.9
+    p[9, 9] = 0.58
+    truth = np.zeros((12, 12), bool)
+    truth[1:5, 1:5] = True
+    chosen = choose_postprocessing([p], [truth])
+    assert chosen.keep_components == 1 and chosen.dice_mean == pytest.approx(1.0)
+    assert chosen.threshold == pytest.approx(0.1)  # every candidate up to 0.55 ties: the smallest
 
 
 def test_evaluate_scores_the_post_processed_mask() -> None:
