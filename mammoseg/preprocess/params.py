@@ -87,7 +87,8 @@ class PreprocessParams:
 
     #: Bump when the algorithm changes in a way that changes outputs for the same parameters.
     #: 2: large images on a reduced working copy (mammoseg.preprocess.fast, issue 9).
-    ALGORITHM_VERSION: ClassVar[int] = 2
+    #: 3: the chest-wall side from the breast's attachment and mass together (steps.side_cues).
+    ALGORITHM_VERSION: ClassVar[int] = 3
 
     def __post_init__(self) -> None:
         # Normalise numeric types so that e.g. clip limit 2 and 2.0 give the same digest.

@@ -34,8 +34,12 @@ MIN_SIDE = 16
 STRIP_MAX_FRACTION = 0.1
 #: The breast must cover at least this fraction of the (downsampled) image.
 MIN_BREAST_FRACTION = 0.005
-#: Left/right breast-mass contrast below which the pixels are considered undecided.
+#: Left/right breast-mass contrast below which the mass cue is considered undecided.
 SIDE_MIN_CONTRAST = 0.05
+#: Outer share of the columns, on each side, where the breast's attachment is measured.
+SIDE_EDGE_BAND = 0.1
+#: Difference in attached rows (a share of the height) below which that cue is undecided.
+SIDE_MIN_ATTACHMENT = 0.2
 
 
 def validate_image(image: np.ndarray) -> np.ndarray:
@@ -434,36 +438,61 @@ def union_box(a: Box, b: Box) -> Box:
     return (min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3]))
 
 
-def chest_wall_side(
-    image: np.ndarray,
-    breast_mask: np.ndarray,
-    laterality: str | None = None,
-    *,
-    min_contrast: float = SIDE_MIN_CONTRAST,
-) -> tuple[Side, Literal["pixels", "laterality"]]:
-    """Which image edge the chest wall is on, and what decided it.
+def side_cues(image: np.ndarray, breast_mask: np.ndarray) -> tuple[tuple[Side, float], tuple[Side, float]]:
+    """The two pixel cues of the chest-wall side, each ``(side, strength)``:
 
-    Compares the breast mass (pixel values inside ``breast_mask``) in the left and right halves
-    of the (cropped) image: the chest wall is on the heavier side, as a breast is widest there.
-    Only when the two halves differ by less than ``min_contrast`` (relative) does the laterality
-    tag decide, with the usual hanging convention (``"R"`` → chest wall on the right edge,
-    ``"L"`` → left). Large images are subsampled (strided view) for speed.
+    * **attachment**: the share of rows with breast pixels in the outer :data:`SIDE_EDGE_BAND`
+      of the columns, left against right. The breast is attached to the chest wall along most
+      of the image height and leaves the other edge only around the nipple; strength: the
+      difference of the two shares (0..1).
+    * **mass**: the summed pixel values inside the breast, left half against right half (a
+      breast is widest at the chest wall); strength: the relative difference (0..1). Dense
+      tissue near the nipple can outweigh a fatty chest-wall half, so this cue alone misled on
+      12 % of the shared CDD-CESM images (63 of 524, tags and attachment agreeing against it).
+
+    Large images are subsampled (strided view) for speed.
     """
     img = np.asarray(image)
     mask = np.asarray(breast_mask, dtype=bool)
     if img.shape != mask.shape:
         raise ValueError(f"image {img.shape} and breast mask {mask.shape} differ in shape")
     step = max(1, max(img.shape) // 512)
-    weights = img[::step, ::step].astype(np.float64) * mask[::step, ::step]
+    sub = mask[::step, ::step]
+    weights = img[::step, ::step].astype(np.float64) * sub
     cols = weights.sum(axis=0)
     half = cols.size // 2
     left, right = float(cols[:half].sum()), float(cols[cols.size - half :].sum())
     total = left + right
-    if total > 0 and abs(left - right) / total >= min_contrast:
-        return ("L" if left > right else "R"), "pixels"
+    mass: tuple[Side, float] = ("L" if left >= right else "R", abs(left - right) / total if total > 0 else 0.0)
+    band = max(1, round(sub.shape[1] * SIDE_EDGE_BAND))
+    on_left, on_right = float(sub[:, :band].any(axis=1).mean()), float(sub[:, -band:].any(axis=1).mean())
+    attachment: tuple[Side, float] = ("L" if on_left >= on_right else "R", abs(on_left - on_right))
+    return attachment, mass
+
+
+def chest_wall_side(
+    image: np.ndarray,
+    breast_mask: np.ndarray,
+    laterality: str | None = None,
+    *,
+    min_contrast: float = SIDE_MIN_CONTRAST,
+    min_attachment: float = SIDE_MIN_ATTACHMENT,
+) -> tuple[Side, Literal["pixels", "laterality"]]:
+    """Which image edge the chest wall is on, and what decided it.
+
+    From the two pixel cues of :func:`side_cues` (the breast's attachment to an image edge and
+    its mass): when both are decided (strength at least ``min_attachment`` / ``min_contrast``)
+    and agree, the pixels decide, even against the laterality tag (a mirrored image). Otherwise
+    the laterality tag decides, with the usual hanging convention (``"R"`` → chest wall on the
+    right edge, ``"L"`` → left). Without a tag: the attachment if decided, else the mass.
+    """
+    (attached, a_strength), (heavier, m_strength) = side_cues(image, breast_mask)
+    decided_a, decided_m = a_strength >= min_attachment, m_strength >= min_contrast
+    if decided_a and decided_m and attached == heavier:
+        return attached, "pixels"
     if laterality in ("L", "R"):
         return laterality, "laterality"  # type: ignore[return-value]
-    return ("L" if left >= right else "R"), "pixels"
+    return (attached if decided_a else heavier), "pixels"
 
 
 def intensity_window(image: np.ndarray, breast_mask: np.ndarray) -> tuple[int, int]:
