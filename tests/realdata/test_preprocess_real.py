@@ -148,3 +148,36 @@ def test_fast_path_stays_close_to_the_full_resolution_path(which: str) -> None:
     for m in masks:
         assert roundtrip_iou(m, fast.transform) >= 0.95 * roundtrip_iou(m, full.transform)
         assert np.array_equal(fast.mask, fast.transform.forward_mask(m))
+
+
+@pytest.mark.parametrize(("dataset", "with_tag", "without_tag"), [("cdd-cesm", 0.99, 0.97), ("mini-mias", 1.0, 1.0)])
+def test_chest_wall_side_on_real_images(dataset: str, with_tag: float, without_tag: float) -> None:
+    """The side of every shared image against its file's laterality. The breast-mass cue alone
+    (the rule before preprocessing algorithm 3) got 421 of 524 CDD-CESM sides right; the
+    attachment and mass cues together get 514 without the tag and 522 with it."""
+    from mammoseg.adapters.registry import load_dataset
+    from mammoseg.casetable import image_table
+    from mammoseg.imageio import load_image
+    from mammoseg.preprocess import chest_wall_side
+    from mammoseg.preprocess.transform import Crop
+    from mammoseg.storage import open_store
+
+    root = DATA / dataset
+    if not root.is_dir():
+        pytest.skip(f"real data folder {root} absent (needs ../shared/data next to the repo)")
+    source = open_store(root.as_uri())
+    images = image_table(load_dataset(dataset, source, pseudonym_key="side-test").lesions)
+    params = PreprocessParams(size=256)
+    right = right_tagged = n = 0
+    for row in images.itertuples(index=False):
+        if row.laterality not in ("L", "R"):
+            continue
+        image = load_image(source.read_bytes(source.key_from_uri(row.image_uri)), row.image_uri)
+        found = border_crop(image, params)
+        crop = Crop(found.box)
+        cropped, breast = crop.apply(image), crop.apply(found.breast_mask)
+        n += 1
+        right += chest_wall_side(cropped, breast)[0] == row.laterality
+        right_tagged += chest_wall_side(cropped, breast, row.laterality)[0] == row.laterality
+    assert n > 100
+    assert right_tagged >= with_tag * n and right >= without_tag * n, (right_tagged, right, n)

@@ -40,6 +40,7 @@ from mammoseg.preprocess import (
     square_padding,
     stretch_to_uint16,
 )
+from mammoseg.preprocess.steps import side_cues
 from mammoseg.preprocess.transform import Resize
 from mammoseg.storage import LocalStore, open_store
 
@@ -164,6 +165,20 @@ def test_chest_wall_side_from_pixels_beats_the_tag() -> None:
     assert chest_wall_side(right, mask, "L") == ("R", "pixels")  # pixels win over a wrong tag
     left = right[:, ::-1]
     assert chest_wall_side(left, left > 0, "R") == ("L", "pixels")
+
+
+def test_dense_tissue_near_the_nipple_does_not_flip_the_side() -> None:
+    # a breast attached to the left edge along its whole height (chest wall left), fatty (dim)
+    # near the chest wall and dense (bright) towards the nipple: the mass cue says right
+    h, w = 120, 80
+    breast = ellipse_mask(h, 2 * w, (h - 1) / 2, 0, h / 2, w - 4)[:, :w]
+    img = np.where(breast, 3000, 0).astype(np.uint16)
+    img[breast & (np.arange(w)[None, :] > w // 2)] = 30000
+    (attached, a_strength), (heavier, m_strength) = side_cues(img, breast)
+    assert (attached, heavier) == ("L", "R") and a_strength >= 0.2 and m_strength >= 0.05
+    assert chest_wall_side(img, breast) == ("L", "pixels")  # no tag: the attachment
+    assert chest_wall_side(img, breast, "L") == ("L", "laterality")  # the cues disagree: the tag
+    assert chest_wall_side(img, breast, "R") == ("R", "laterality")
 
 
 def test_chest_wall_side_falls_back_to_the_tag_when_symmetric() -> None:
