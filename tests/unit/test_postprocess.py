@@ -93,6 +93,15 @@ def test_choice_prefers_no_filter_on_ties_and_filters_when_it_helps() -> None:
     chosen = choose_postprocessing([p], [truth])
     assert chosen.keep_components == 1 and chosen.dice_mean == pytest.approx(1.0)
     assert chosen.threshold == pytest.approx(0.1)  # every candidate up to 0.55 ties: the smallest
+    # the same gain over five images (four lesion-free, untouched either way) is 0.006 of mean
+    # Dice, under MIN_FILTER_GAIN: every component is kept
+    empty = np.zeros_like(p)
+    diluted = choose_postprocessing([p, *[empty] * 4], [truth, *[np.zeros_like(truth)] * 4])
+    assert diluted.keep_components is None
+    assert diluted.dice_mean == pytest.approx((32 / 33 + 4) / 5)
+    assert best_postprocessing(
+        postprocessing_sweep([p, *[empty] * 4], [truth, *[np.zeros_like(truth)] * 4]), min_gain=0.0
+    ).keep_components == 1
 
 
 def test_evaluate_scores_the_post_processed_mask() -> None:
