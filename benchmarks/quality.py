@@ -342,7 +342,9 @@ def rescore(args: argparse.Namespace) -> dict[str, Any]:
         size = next(iter(oof.values())).shape[0]
         if size not in data:
             data[size], _ = load_cases(Path(args.data), size, cache_url)
-        cases = data[size][data[size]["case_id"].isin(saved["case_id"])]
+        # the maps were predicted on the saved run's arrays: their transforms map them back, even
+        # when today's preprocessing would cut or flip an image differently
+        cases = data[size].drop(columns="npz_key").merge(saved[["case_id", "npz_key"]], on="case_id")
         for name, _ in DATASETS:
             row = {"recipe": variant, "dataset": name}
             row |= score(store, cases[cases["dataset"] == name], oof, truths, args.n_boot, kept)
