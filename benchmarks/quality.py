@@ -77,7 +77,7 @@ SEED = {"base_filters": 16, "depth": 4, "input_norm": "none", "aug_intensity": 0
         "tta_mirror": False, "suppress_pectoral": False, "postprocess": "none"}
 #: What the new recipe changes (today's RetrainParams defaults).
 NEW = {"base_filters": 8, "depth": 5, "input_norm": "breast", "aug_intensity": 0.15, "aug_gamma": 0.4, "aug_noise": 0.03, "aug_blur": 1.5,
-       "tta_mirror": True, "suppress_pectoral": True}
+       "tta_mirror": True, "suppress_pectoral": True, "postprocess": "choose"}
 
 RECIPES = {
     "seed": Recipe("seed", SEED),

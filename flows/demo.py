@@ -76,6 +76,7 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "aug_gamma": 0.4,
     "aug_noise": 0.03,
     "aug_blur": 1.0,
+    "postprocess": "choose",
 }
 
 
