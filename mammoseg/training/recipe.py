@@ -247,8 +247,8 @@ def train_model(
     One model on ``train`` validated on ``val``; or, with ``params.folds > 1`` (nnU-Net style),
     k fold models over train + val, each validated on its own fold, averaged into one model. The
     threshold (and how many components the mask keeps) is chosen on validation predictions made
-    with the plan (out-of-fold for folds), never on a test set. ``on_epoch_end(fold, epoch, logs)`` reports progress. The arrays must
-    have been preprocessed with the plan's parameters.
+    with the plan (out-of-fold for folds), never on a test set. ``on_epoch_end(fold, epoch,
+    logs)`` reports progress. The arrays must have been preprocessed with the plan's parameters.
     """
     from mammoseg.evaluation import DEFAULT_KEEP_CANDIDATES, choose_postprocessing
     from mammoseg.inference import Predictor
