@@ -125,6 +125,26 @@ def test_lesion_json_content(model_dir: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0 and json.loads(res.stdout)["threshold"] == 0.99
 
 
+def test_plan_keep_components_cuts_the_mask_to_the_first_listed_lesions(model_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "models" / "versions" / "20250102T030405Z-5e6f7a8b"
+    folder.mkdir(parents=True)
+    (folder / "model.keras").write_bytes((model_dir / "model.keras").read_bytes())
+    plan = ModelPlan(preprocess=PreprocessParams(size=SIZE), threshold=0.5, keep_components=1, top_k=3)
+    (folder / "plan.json").write_bytes(plan.to_json())
+    png = tmp_path / "scan.png"
+    cv2.imwrite(str(png), _mammogram())
+    res = runner.invoke(app, ["predict", "--model", str(folder / "model.keras"), "--image", str(png),
+                              "--out", str(tmp_path / "out"), "--json"])
+    assert res.exit_code == 0, res.output
+    (result,) = json.loads(res.stdout)["results"]
+    report = json.loads(Path(result["lesions_json"]).read_text())
+    assert report["keep_components"] == 1 and len(report["lesions"]) >= 2  # the list still names the others
+    mask = cv2.imread(result["mask"], cv2.IMREAD_UNCHANGED) > 0
+    (kept,) = components(mask)
+    first = report["lesions"][0]
+    assert (list(kept.bbox), kept.area) == (first["bbox"], first["area"])
+
+
 def test_unusable_model_or_plan_is_one_line_exit_2(model_dir: Path, tmp_path: Path) -> None:
     png = tmp_path / "scan.png"
     cv2.imwrite(str(png), _mammogram())
