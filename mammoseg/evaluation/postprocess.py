@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from mammoseg.evaluation.detection import _max_per_label
 from mammoseg.evaluation.metrics import (
     DEFAULT_THRESHOLD_CANDIDATES,
     EvaluationInputError,
@@ -60,10 +61,7 @@ def _ranked_components(pred: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, 
     n, labels = cv2.connectedComponents(pred.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
     if n <= 1:
         return labels, np.zeros(0, np.int64)
-    fg = labels > 0
-    scores = np.full(n, -np.inf)
-    np.maximum.at(scores, labels[fg], prob[fg].astype(np.float64))
-    order = np.argsort(-scores[1:], kind="stable") + 1
+    order = np.argsort(-_max_per_label(labels, prob, n)[1:], kind="stable") + 1
     return labels, order
 
 

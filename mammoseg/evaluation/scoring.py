@@ -150,18 +150,20 @@ def score_set(
     def cases() -> Iterator[EvalCase]:
         for row in manifest.itertuples(index=False):
             arrays, prob_orig = predict_original(row.npz_key)
+            prob = np.clip(prob_orig, 0, 1)
             meta = images.loc[row.case_id]
             truth, lesions = truth_of(meta, arrays.transform.original_shape)
-            predictions[row.case_id] = segment(np.clip(prob_orig, 0, 1), threshold, plan.keep_components)
+            pred = predictions[row.case_id] = segment(prob, threshold, plan.keep_components)
             breast = arrays.transform.to_original(arrays.breast_mask.astype(bool))
             tp, fp, fn = int((breast & truth).sum()), int((breast & ~truth).sum()), int((~breast & truth).sum())
             baseline.append((dice(breast, truth), tp, fp, fn))
-            yield EvalCase(case_id=row.case_id, patient_id=row.patient_id, prob=np.clip(prob_orig, 0, 1),
-                           truth=truth, lesions=lesions, subgroups=subgroups(meta))
+            yield EvalCase(case_id=row.case_id, patient_id=row.patient_id, prob=prob, truth=truth,
+                           lesions=lesions, subgroups=subgroups(meta), pred=pred)
             if len(predictions) > keep:  # keep only the overlays' worth of full-size masks
                 predictions.pop(next(iter(predictions)))
 
-    # the FROC counts what the lesion list of `predict` would show: the plan's top-k per image
+    # the FROC counts what the lesion list of `predict` would show: the plan's top-k per image;
+    # each case brings its mask, keep_components only words the definitions
     result = evaluate(cases(), threshold=threshold, n_boot=n_boot, seed=0, top_k=plan.top_k,
                       keep_components=plan.keep_components)
     findings = None if trained_on is None else leakage_audit(trained_on, manifest)
