@@ -34,7 +34,10 @@ The experiment (see benchmarks/README.md):
    component kept and the threshold chosen alone (``…/all-components``), from the same models. ``patch`` trains on 256-px patches of 512-px
    images and ``patch128`` on 128-px patches of the 256-px images (lesion-centred, hard
    negatives, random), both predicted with a sliding window; ``new-balanced`` draws the datasets
-   in proportion to the square root of their sizes (``dataset_balance=0.5``).
+   in proportion to the square root of their sizes (``dataset_balance=0.5``); ``new-poly``
+   replaces the plateau LR halving by nnU-Net's poly schedule over the time budget
+   (``lr_schedule=poly``: the rate decays to ~0 as the budget runs out); ``new-ds`` adds deep
+   supervision (``deep_supervision=2``: auxiliary heads at 1/2 and 1/4 of the input side).
 
 Every model trains for at most ``--minutes-per-model`` minutes (early stopping on the validation
 Dice may end it sooner) of wall time, or of this process's CPU time with ``--budget-clock cpu``
@@ -89,6 +92,8 @@ RECIPES = {
     # the former network of 'new' (16 base filters, 4 levels): what the 8 x 5 network gains
     "new-16x4": Recipe("new-16x4", NEW | {"base_filters": 16, "depth": 4}),
     "new-balanced": Recipe("new-balanced", NEW | {"dataset_balance": 0.5}),
+    "new-poly": Recipe("new-poly", NEW | {"lr_schedule": "poly"}),
+    "new-ds": Recipe("new-ds", NEW | {"deep_supervision": 2}),
     # 128-px patches of the 256-px images, half of them lesion-centred: 4x the lesions per pixel
     # computed, predicted with a sliding window
     "patch128": Recipe("patch128", NEW | {"patch_size": 128}),

@@ -25,13 +25,15 @@ if TYPE_CHECKING:
 
 
 def load_model(path: str | Path) -> Any:
-    """Load a ``.keras`` file written by training (custom layers/losses/metrics registered)."""
+    """Load a ``.keras`` file written by training (custom layers/losses/metrics registered),
+    without the deep-supervision heads a training checkpoint may carry."""
     import keras
 
     from mammoseg.model import custom_objects
+    from mammoseg.model.unet import inference_model
 
     custom_objects()  # registers the serialisable custom layers (e.g. BreastNormalization)
-    return keras.saving.load_model(str(path), compile=False)
+    return inference_model(keras.saving.load_model(str(path), compile=False))
 
 
 def model_input_size(model: Any) -> int:

@@ -91,6 +91,11 @@ class RetrainParams(BaseModel):
         "the receptive field, 2.4x the training images/s on a CPU (benchmarks/quality.py, recipe 'new' vs 'new-16x4').",
     )
     depth: int = Field(default=5, ge=1, le=6, description="Levels (2x2 poolings): size and patch_size divisible by 2**depth.")
+    deep_supervision: int = Field(
+        default=0, ge=0, le=5,
+        description="Auxiliary heads on the k coarser decoder levels during training (nnU-Net's deep "
+        "supervision, loss weights 1, 1/2, 1/4, ...); the published model has the mask head only. 0: off.",
+    )
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     batch_norm: bool = True
     input_norm: Literal["none", "breast"] = Field(
@@ -111,7 +116,12 @@ class RetrainParams(BaseModel):
         "(0: as many as it has images; 0.5: by square root; 1: every dataset equally).",
     )
     early_stopping_patience: int = Field(default=15, ge=1)
-    lr_patience: int = Field(default=8, ge=1, description="Epochs without val Dice gain before the LR halves.")
+    lr_patience: int = Field(default=8, ge=1, description="Epochs without val Dice gain before the LR halves (plateau).")
+    lr_schedule: Literal["plateau", "poly"] = Field(
+        default="plateau",
+        description="plateau: halve the LR after lr_patience epochs without a val Dice gain. poly: "
+        "learning_rate * (1 - p)**0.9, p the share of epochs, or of max_train_minutes, already spent.",
+    )
     augment: bool = True
     aug_rotate_deg: float = Field(default=8.0, ge=0.0, le=45.0)
     aug_shift: float = Field(default=0.05, ge=0.0, le=0.5)
@@ -177,4 +187,6 @@ class RetrainParams(BaseModel):
             )
         if self.patch_lesion_share + self.patch_hard_negative_share > 1.0:
             raise ValueError("patch_lesion_share + patch_hard_negative_share must be <= 1")
+        if self.deep_supervision >= self.depth:
+            raise ValueError(f"deep_supervision ({self.deep_supervision}) must be below depth ({self.depth})")
         return self

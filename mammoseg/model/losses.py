@@ -147,3 +147,38 @@ class FocalDiceLoss(keras.losses.Loss):
             "gamma": self.gamma,
             "smooth": self.smooth,
         }
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class DeepSupervisionLoss(keras.losses.Loss):
+    """Deep supervision: ``Σ_i weights[i] · inner(y_true, y_pred[..., i])`` per image.
+
+    For a U-Net built with ``UNetConfig.deep_supervision = k``: channel 0 of its output is the
+    mask, channels 1..k the auxiliary heads of coarser decoder levels, each brought back to the
+    full size, so every head is compared with the same truth. ``weights`` (one per channel, > 0)
+    are normalised to sum 1.
+    """
+
+    def __init__(self, inner: keras.losses.Loss | dict, weights: list[float] | tuple[float, ...],
+                 name: str = "deep_supervision_loss", **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        if isinstance(inner, dict):
+            inner = keras.saving.deserialize_keras_object(inner)
+        if not weights or any(not w > 0 for w in weights):
+            raise ValueError(f"deep supervision weights must be > 0 (got {list(weights)})")
+        total = float(sum(weights))
+        self.inner = inner
+        self.weights = [float(w) / total for w in weights]
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        return sum(w * self.inner.call(y_true, y_pred[..., i:i + 1]) for i, w in enumerate(self.weights))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "inner": keras.saving.serialize_keras_object(self.inner),
+                "weights": self.weights}
+
+
+def deep_supervision_weights(heads: int) -> list[float]:
+    """nnU-Net's weights for the mask and ``heads`` auxiliary outputs: 1, 1/2, 1/4, ... (then
+    normalised by :class:`DeepSupervisionLoss`)."""
+    return [0.5**i for i in range(heads + 1)]

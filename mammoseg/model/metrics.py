@@ -68,6 +68,13 @@ def iou_per_image(y_true: Any, y_pred: Any, threshold: float = 0.5) -> Any:
     return ops.where(union > 0, inter / ops.maximum(union, 1.0), 1.0)
 
 
+def _mask_channels(y_true: Any, y_pred: Any) -> Any:
+    """``y_pred`` cut to ``y_true``'s channels: a deep-supervision model's extra output channels
+    (auxiliary heads, see ``UNetConfig.deep_supervision``) are not scored."""
+    n = y_true.shape[-1]
+    return y_pred[..., :n] if len(y_pred.shape) == len(y_true.shape) and y_pred.shape[-1] != n else y_pred
+
+
 class _PerImageMean(keras.metrics.Metric):
     """Mean of a per-image score over the images seen (optionally weighted per image)."""
 
@@ -84,7 +91,7 @@ class _PerImageMean(keras.metrics.Metric):
         raise NotImplementedError
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        scores = self._score(y_true, y_pred)
+        scores = self._score(y_true, _mask_channels(y_true, y_pred))
         w = _image_weights(sample_weight, ops.shape(scores)[0])
         self.total.assign(self.total + ops.sum(scores * w))
         self.count.assign(self.count + ops.sum(w))
@@ -137,7 +144,7 @@ class PooledDice(keras.metrics.Metric):
         self.fn = self.add_variable(shape=(), initializer="zeros", name="fn")
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        inter, st, sp = overlap_counts(y_true, y_pred, self.threshold)
+        inter, st, sp = overlap_counts(y_true, _mask_channels(y_true, y_pred), self.threshold)
         w = _image_weights(sample_weight, ops.shape(inter)[0])
         self.tp.assign(self.tp + ops.sum(inter * w))
         self.fp.assign(self.fp + ops.sum((sp - inter) * w))

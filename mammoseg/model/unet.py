@@ -44,6 +44,12 @@ class UNetConfig:
       so digital and scanned-film images reach the first conv on one scale; ``"none"`` feeds
       the 0..1 image as is.
 
+    * ``deep_supervision``: ``k`` auxiliary heads (0: none) on the decoder levels 1..k (1/2,
+      1/4, ... of the input side), each a 1×1 conv brought back to the input size (bilinear,
+      on the logits) then a sigmoid. The training model's output then has ``1 + k`` channels,
+      the mask first (``DeepSupervisionLoss`` scores every head against the same truth; the
+      metrics score channel 0); :func:`inference_model` drops the heads.
+
     Fields added later default to the earlier behaviour, so :meth:`from_dict` accepts the dicts
     older versions wrote.
     """
@@ -58,6 +64,7 @@ class UNetConfig:
     norm: Norm = "batch"
     norm_groups: int = 8
     input_norm: InputNorm = "none"
+    deep_supervision: int = 0
 
     def __post_init__(self) -> None:
         problems = []
@@ -76,6 +83,8 @@ class UNetConfig:
             )
         if self.depth < 1:
             problems.append(f"depth must be >= 1 (got {self.depth})")
+        if not 0 <= self.deep_supervision < max(self.depth, 1):
+            problems.append(f"deep_supervision must be in [0, depth) (got {self.deep_supervision})")
         if self.input_size < 1 or (self.depth >= 1 and self.input_size % (2**self.depth)):
             problems.append(
                 f"input_size {self.input_size} must be a positive multiple of 2**depth "
@@ -158,7 +167,8 @@ def build_unet(config: UNetConfig | None = None) -> keras.Model:
 
     Layers are named ``input_norm`` (with ``input_norm="breast"``), ``enc{i}_*``, ``pool{i}``,
     ``bottleneck_*``, ``up{i}``, ``skip{i}``, ``dec{i}_*`` and ``mask`` (the final 1×1 conv +
-    sigmoid, float32). The dtype policy in force (``keras.config.set_dtype_policy``) applies to
+    sigmoid, float32); with deep supervision also ``aux{i}_*`` and ``deep_supervision`` (the
+    mask and the auxiliary heads concatenated, the model's output). The dtype policy in force (``keras.config.set_dtype_policy``) applies to
     every layer except ``input_norm`` and ``mask``, which compute in float32.
     """
     import keras
@@ -179,10 +189,26 @@ def build_unet(config: UNetConfig | None = None) -> keras.Model:
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
     x = _conv_block(x, config.base_filters * 2**config.depth, config, "bottleneck")
+    aux = []
     for level in reversed(range(config.depth)):
         filters = config.base_filters * 2**level
         x = layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=f"up{level}")(x)
         x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
         x = _conv_block(x, filters, config, f"dec{level}")
+        if 0 < level <= config.deep_supervision:
+            a = layers.Conv2D(1, 1, dtype="float32", name=f"aux{level}_logits")(x)
+            a = layers.UpSampling2D(2**level, interpolation="bilinear", dtype="float32", name=f"aux{level}_up")(a)
+            aux.insert(0, layers.Activation("sigmoid", dtype="float32", name=f"aux{level}_prob")(a))
     outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="mask")(x)
+    if aux:
+        outputs = layers.Concatenate(dtype="float32", name="deep_supervision")([outputs, *aux])
     return keras.Model(inputs, outputs, name=f"unet_d{config.depth}_f{config.base_filters}")
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """``model`` without its deep-supervision heads (the mask alone); other models as they are."""
+    import keras
+
+    if not any(layer.name == "deep_supervision" for layer in model.layers):
+        return model
+    return keras.Model(model.inputs, model.get_layer("mask").output, name=model.name)

@@ -50,6 +50,7 @@ def configs(
     model_config = UNetConfig(
         input_size=network_size, base_filters=params.base_filters, depth=params.depth,
         dropout=params.dropout, batch_norm=params.batch_norm, input_norm=params.input_norm,
+        deep_supervision=params.deep_supervision,
     )
     augment = None
     if params.augment:
@@ -67,7 +68,7 @@ def configs(
         epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate,
         loss=params.loss, focal_alpha=params.focal_alpha, lesion_oversample=params.lesion_oversample,
         seed=params.seed, early_stopping_patience=params.early_stopping_patience,
-        lr_patience=params.lr_patience, augment=augment,
+        lr_patience=params.lr_patience, lr_schedule=params.lr_schedule, augment=augment,
         **({} if settings is None else {
             "mixed_precision": settings.train_precision, "jit_compile": settings.train_jit_compile,
             "distribution": settings.train_distribution,
@@ -80,21 +81,34 @@ def configs(
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.monotonic, "cpu": time.process_time}
 
 
-def _budget_hook(minutes: float | None, inner: EpochHook | None, clock: str = "wall") -> Callable[[int, dict], bool]:
-    """Calls ``inner``; asks training to stop when another epoch would overrun ``minutes`` of the
-    ``clock`` (a key of :data:`CLOCKS`)."""
-    now = CLOCKS[clock]
-    start = now()
+class Budget:
+    """``minutes`` (None: no limit) of the ``clock`` (a key of :data:`CLOCKS`), counted from
+    creation: what share is spent, and an epoch hook that stops training before it overruns."""
 
-    def hook(epoch: int, logs: dict) -> bool:
-        if inner is not None:
-            inner(epoch, logs)
-        if minutes is None:
-            return False
-        elapsed = now() - start
-        return elapsed + elapsed / epoch > minutes * 60.0
+    def __init__(self, minutes: float | None, clock: str = "wall") -> None:
+        self.minutes, self._now = minutes, CLOCKS[clock]
+        self._start = self._now()
 
-    return hook
+    def spent(self) -> float:
+        """The share of the budget used so far (0 without a limit)."""
+        return 0.0 if self.minutes is None else (self._now() - self._start) / (self.minutes * 60.0)
+
+    def hook(self, inner: EpochHook | None) -> Callable[[int, dict], bool]:
+        """Calls ``inner``; asks training to stop when another epoch (as long as the mean one so
+        far) would overrun the budget."""
+
+        def hook(epoch: int, logs: dict) -> bool:
+            if inner is not None:
+                inner(epoch, logs)
+            spent = self.spent()
+            return self.minutes is not None and spent + spent / epoch > 1.0
+
+        return hook
+
+    def progress(self, epochs: int) -> Callable[[int], float]:
+        """The share of training done before a 0-based epoch, for the poly LR schedule: of
+        ``epochs`` or of the budget, whichever is further along."""
+        return lambda epoch: max(epoch / epochs, self.spent())
 
 
 def lesion_centred_patches(images: np.ndarray, masks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -155,8 +169,9 @@ def fit_one(
 
     model_config, train_config = configs(params, plan.network_size, settings)
     train_ds, val_ds = _datasets(store, train_rows, val_rows, params, plan, train_config)
-    result = train(model_config, train_config, train_ds, val_ds, workdir,
-                   on_epoch_end=_budget_hook(params.max_train_minutes, on_epoch_end, params.budget_clock))
+    budget = Budget(params.max_train_minutes, params.budget_clock)
+    result = train(model_config, train_config, train_ds, val_ds, workdir, on_epoch_end=budget.hook(on_epoch_end),
+                   progress=budget.progress(train_config.epochs))
     return load_model(result.best_model_path), result
 
 
@@ -276,6 +291,9 @@ def train_model(
         train_rows, val_rows = manifest[manifest["split"] == "train"], manifest[manifest["split"] == "val"]
         model, result = fit_one(store, train_rows, val_rows, params, plan, workdir, lambda e, logs: hook(0, e, logs), settings)
         results, model_path, history = [result], result.best_model_path, result.history
+        if model_config.deep_supervision:  # publish the mask alone, without the training heads
+            model_path = workdir / "model.keras"
+            model.save(model_path)
         images, masks = load_samples(store, val_rows)
         probs = Predictor(model, plan, settings.inference_batch_size).predict_preprocessed(
             images, breast_masks=breast_masks(store, val_rows))

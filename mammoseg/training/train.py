@@ -18,6 +18,12 @@ of a finished one without training. A different configuration is refused
 The data sets are built by the caller (``mammoseg.training.dataset.make_dataset`` with
 ``batch_size``, ``augment``, ``lesion_oversample`` and ``seed`` of :class:`TrainConfig`).
 Keras is imported inside the functions, so :class:`TrainConfig` can be used without it.
+
+The learning rate (``TrainConfig.lr_schedule``): ``"plateau"`` halves it after ``lr_patience``
+epochs without a validation gain (``ReduceLROnPlateau``); ``"poly"`` sets it at the start of every
+epoch to ``learning_rate · (1 − p)^poly_exponent`` (nnU-Net's schedule), ``p`` the share of the
+training done before that epoch: ``epoch / epochs``, or what the caller's ``progress`` says (the
+share of a time budget spent, so that the rate reaches ~0 when the budget ends).
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ LossName = Literal["focal", "dice", "focal_dice"]
 PrecisionMode = Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"]
 JitMode = Literal["auto", "on", "off"]
 DistributionMode = Literal["auto", "none", "data_parallel"]
+LrSchedule = Literal["plateau", "poly"]
 #: TrainConfig fields that say *how* to run, not *what* to train: a run interrupted on one
 #: machine may resume on another (more GPUs, XLA off) without being refused.
 HARDWARE_FIELDS = ("jit_compile", "distribution")
@@ -65,7 +72,8 @@ class TrainConfig:
     ``"focal_dice"`` (focal + ``dice_weight`` · Dice; the default, because focal alone tends to
     collapse to empty predictions on small lesions). ``mixed_precision="auto"`` uses
     ``mixed_float16`` only when the Keras backend sees a GPU, else float32. ``threshold`` is the
-    probability cut-off of the monitoring metrics. ``batch_size``, ``augment`` (None = no
+    probability cut-off of the monitoring metrics. ``lr_schedule`` / ``poly_exponent``: see the
+    module docstring (``lr_patience`` and ``lr_factor`` apply to ``"plateau"`` only). ``batch_size``, ``augment`` (None = no
     augmentation) and ``lesion_oversample`` are for building the training data set.
     ``tensorboard`` writes ``workdir/tb`` and needs the ``tensorboard`` package (not a
     dependency of the project).
@@ -90,6 +98,8 @@ class TrainConfig:
     lr_patience: int = 2
     lr_factor: float = 0.5
     min_learning_rate: float = 1e-6
+    lr_schedule: LrSchedule = "plateau"
+    poly_exponent: float = 0.9
     mixed_precision: PrecisionMode = "auto"
     seed: int = 0
     lesion_oversample: float = 0.0
@@ -115,6 +125,10 @@ class TrainConfig:
             problems.append("early_stopping_patience and lr_patience must be >= 1")
         if not 0 < self.lr_factor < 1:
             problems.append(f"lr_factor must be in (0, 1) (got {self.lr_factor})")
+        if self.lr_schedule not in ("plateau", "poly"):
+            problems.append(f"lr_schedule must be plateau or poly (got {self.lr_schedule!r})")
+        if not self.poly_exponent > 0:
+            problems.append(f"poly_exponent must be > 0 (got {self.poly_exponent})")
         if not 0 <= self.lesion_oversample < 1:
             problems.append(f"lesion_oversample must be in [0, 1) (got {self.lesion_oversample})")
         if not 0 < self.threshold < 1:
@@ -257,7 +271,16 @@ def dtype_policy(name: str) -> Iterator[None]:
 # --- model ------------------------------------------------------------------------------
 
 
-def make_loss(config: TrainConfig) -> keras.losses.Loss:
+def make_loss(config: TrainConfig, heads: int = 0) -> keras.losses.Loss:
+    """The configured loss; wrapped in :class:`~mammoseg.model.losses.DeepSupervisionLoss` for a
+    model with ``heads`` auxiliary outputs."""
+    from mammoseg.model.losses import DeepSupervisionLoss, deep_supervision_weights
+
+    inner = _base_loss(config)
+    return DeepSupervisionLoss(inner, deep_supervision_weights(heads)) if heads else inner
+
+
+def _base_loss(config: TrainConfig) -> keras.losses.Loss:
     from mammoseg.model.losses import BinaryFocalLoss, DiceLoss, FocalDiceLoss
 
     if config.loss == "focal":
@@ -287,7 +310,7 @@ def build_compiled_model(model_config: UNetConfig, train_config: TrainConfig) ->
         model = build_unet(model_config)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=train_config.learning_rate),
-        loss=make_loss(train_config),
+        loss=make_loss(train_config, model_config.deep_supervision),
         metrics=[
             DiceScore(threshold=train_config.threshold, name="dice"),
             IoUScore(threshold=train_config.threshold, name="iou"),
@@ -377,7 +400,14 @@ def _result(
 # --- callbacks --------------------------------------------------------------------------
 
 
-def _callback_classes() -> tuple[type, type]:
+def poly_learning_rate(learning_rate: float, progress: float, exponent: float, floor: float = 0.0) -> float:
+    """nnU-Net's poly schedule: ``learning_rate · (1 − progress)^exponent``, ``progress`` clipped
+    to [0, 1], never below ``floor``."""
+    share = min(max(float(progress), 0.0), 1.0)
+    return max(learning_rate * (1.0 - share) ** exponent, floor)
+
+
+def _callback_classes() -> tuple[type, type, type]:
     """Define the callback classes on first use (they subclass a Keras class)."""
     import keras
 
@@ -451,6 +481,23 @@ def _callback_classes() -> tuple[type, type]:
             self.state["finished"] = True
             _write_json_atomic(self.path, self.state)
 
+    class PolyLR(keras.callbacks.Callback):
+        """Sets the optimizer's rate from :func:`poly_learning_rate` at the start of each epoch
+        (``progress(epoch_0_based)`` the share of training done) and logs it as ``learning_rate``."""
+
+        def __init__(self, config: TrainConfig, progress: Callable[[int], float]) -> None:
+            super().__init__()
+            self.config, self.progress, self.rate = config, progress, config.learning_rate
+
+        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            c = self.config
+            self.rate = poly_learning_rate(c.learning_rate, self.progress(epoch), c.poly_exponent, c.min_learning_rate)
+            self.model.optimizer.learning_rate = self.rate
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if logs is not None:
+                logs["learning_rate"] = self.rate
+
     class EpochHook(keras.callbacks.Callback):
         """Calls ``fn(epoch_1_based, logs_as_floats)`` after each epoch (after the backup); a
         ``True`` return value stops training after this epoch (e.g. a time budget)."""
@@ -463,7 +510,7 @@ def _callback_classes() -> tuple[type, type]:
             if self.fn(epoch + 1, {k: _to_float(v) for k, v in (logs or {}).items()}):
                 self.model.stop_training = True
 
-    return RunState, EpochHook
+    return RunState, EpochHook, PolyLR
 
 
 # --- entry point ------------------------------------------------------------------------
@@ -477,6 +524,7 @@ def train(
     workdir: Path,
     *,
     on_epoch_end: Callable[[int, dict], None] | None = None,
+    progress: Callable[[int], float] | None = None,
     verbose: int = 0,
 ) -> TrainResult:
     """Train a U-Net, resuming an interrupted run in ``workdir`` (see the module docstring).
@@ -485,7 +533,9 @@ def train(
     (a ``tf.data.Dataset`` from :func:`~mammoseg.training.dataset.make_dataset`).
     ``on_epoch_end(epoch, logs)`` is called with the 1-based epoch number and the epoch's logs
     (``loss``, ``dice``, ``iou``, ``val_*``, ``learning_rate``) once the epoch is backed up, so
-    an exception raised from it interrupts training resumably. Sets the global random seeds
+    an exception raised from it interrupts training resumably. ``progress(epoch)``: the share
+    of the training done before the 0-based ``epoch``, for the ``"poly"`` schedule (default
+    ``epoch / epochs``). Sets the global random seeds
     (``keras.utils.set_random_seed``). Returns paths and history only, never the model.
     """
     import keras
@@ -522,12 +572,14 @@ def train(
 
     keras.utils.set_random_seed(train_config.seed)
     with distribution_scope(train_config.distribution):
-        return _fit(model_config, train_config, train_ds, val_ds, workdir, state, resumed, on_epoch_end, verbose)
+        return _fit(model_config, train_config, train_ds, val_ds, workdir, state, resumed, on_epoch_end,
+                    progress or (lambda epoch: epoch / train_config.epochs), verbose)
 
 
 def _fit(
     model_config: UNetConfig, train_config: TrainConfig, train_ds: Any, val_ds: Any, workdir: Path,
-    state: dict[str, Any], resumed: int, on_epoch_end: Callable[[int, dict], None] | None, verbose: int,
+    state: dict[str, Any], resumed: int, on_epoch_end: Callable[[int, dict], None] | None,
+    progress: Callable[[int], float], verbose: int,
 ) -> TrainResult:
     import keras
 
@@ -550,14 +602,15 @@ def _fit(
         patience=train_config.lr_patience,
         min_lr=train_config.min_learning_rate,
     )
-    run_state_cls, hook_cls = _callback_classes()
-    # Order matters: ReduceLROnPlateau adds learning_rate to the logs before CSVLogger and
+    run_state_cls, hook_cls, poly_cls = _callback_classes()
+    # Order matters: the LR callback adds learning_rate to the logs before CSVLogger and
     # RunState record them; RunState restores after the others reset in on_train_begin; the
-    # backup is written before the user's hook can interrupt.
+    # backup is written before the user's hook can interrupt. (RunState keeps the plateau
+    # callback's state with either schedule, so a state file has one shape.)
     callbacks: list[Any] = [
         checkpoint,
         early_stopping,
-        reduce_lr,
+        reduce_lr if train_config.lr_schedule == "plateau" else poly_cls(train_config, progress),
         keras.callbacks.CSVLogger(str(workdir / "history.csv"), append=True),
         run_state_cls(state_path, state, checkpoint, early_stopping, reduce_lr, best_path),
         keras.callbacks.BackupAndRestore(str(backup_dir), double_checkpoint=True),

@@ -27,12 +27,14 @@ TINY = RetrainParams(size=64, base_filters=4, depth=2, epochs=2, batch_size=4, n
 
 
 def test_retrain_end_to_end_on_s3_then_predict(s3_bucket: str, tmp_path) -> None:
+    """One model (no folds) trained with deep supervision and the poly LR schedule: the published
+    model is the mask head alone."""
     store_url = f"s3://{s3_bucket}/pipeline"
     data = synthesize(store_url=store_url, patients=6, height=128, width=96, mias_images=4, mias_size=64, bad=0, seed=1)
     result = retrain_flow(
         [DatasetSource(dataset="cbis-ddsm", source_url=data["cbis_source_url"])],
         [DatasetSource(dataset="mini-mias", source_url=data["mias_source_url"])],
-        store_url, new_run_id(), TINY,
+        store_url, new_run_id(), TINY.model_copy(update={"deep_supervision": 1, "lr_schedule": "poly"}),
     )
     # published, and promoted because there is no champion yet
     store = open_store(store_url, get_settings())
@@ -49,6 +51,10 @@ def test_retrain_end_to_end_on_s3_then_predict(s3_bucket: str, tmp_path) -> None
     assert m["n_cases"] >= 1 and set(m["ci95"]) >= {"dice_mean", "iou_mean", "dice_pooled"}
     assert result.primary == "heldout-mini-mias" and m["eval_set"]
     assert sum(result.split.values()) >= 6
+    config = json.loads(store.read_bytes(f"{version}/training_config.json"))
+    assert '"deep_supervision": 1' in json.dumps(config) and '"lr_schedule": "poly"' in json.dumps(config)
+    published = keras_load(store, f"{version}/model.keras", tmp_path)
+    assert published.output_shape[-1] == 1 and "deep_supervision" not in [layer.name for layer in published.layers]
 
     # predict on a 16-bit PNG in its own geometry, with the published model
     image = np.zeros((150, 100), np.uint16)
@@ -196,3 +202,14 @@ def test_retrain_with_fold_ensemble_and_patches_publishes_one_model_that_predict
     assert {h["fold"] for h in config["history"]} == {0.0, 1.0}
     assert result.primary == "internal-test-cbis-ddsm"
 
+
+def keras_load(store, key: str, tmp_path):
+    """The stored .keras file as it is (not through mammoseg.inference, which drops training heads)."""
+    import keras
+
+    from mammoseg.model import custom_objects
+
+    custom_objects()
+    path = tmp_path / "raw.keras"
+    path.write_bytes(store.read_bytes(key))
+    return keras.saving.load_model(path, compile=False)

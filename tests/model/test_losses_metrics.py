@@ -145,3 +145,27 @@ def test_metric_config_round_trip() -> None:
     assert again.threshold == pytest.approx(0.3) and again.name == "iou30"
     with pytest.raises(ValueError, match="threshold"):
         DiceScore(threshold=1.0)
+
+
+def test_deep_supervision_loss_weighs_each_head_against_the_same_truth() -> None:
+    from mammoseg.model.losses import DeepSupervisionLoss, deep_supervision_weights
+
+    perfect = Y  # a head equal to the truth: Dice loss (smooth 1) 0
+    p = np.concatenate([P, perfect, P], axis=-1)  # mask, aux 1, aux 2
+    assert deep_supervision_weights(2) == [1.0, 0.5, 0.25]
+    loss = DeepSupervisionLoss(DiceLoss(), deep_supervision_weights(2))
+    # weights 1, .5, .25 normalised: 4/7, 2/7, 1/7; head losses 1/6, 0, 1/6
+    assert value(loss(Y, p)) == pytest.approx((4 / 7 + 1 / 7) / 6, rel=1e-5)
+    again = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(again.inner, DiceLoss) and again.weights == pytest.approx([4 / 7, 2 / 7, 1 / 7])
+    assert value(again(Y, p)) == pytest.approx(value(loss(Y, p)))
+    with pytest.raises(ValueError, match="weights"):
+        DeepSupervisionLoss(DiceLoss(), [1.0, 0.0])
+
+
+def test_metrics_score_the_mask_channel_only() -> None:
+    y = batch(A_T)
+    ones = np.ones_like(y)  # an auxiliary head that marks everything
+    for metric, expected in ((DiceScore(), 0.5), (IoUScore(), 1 / 3), (PooledDice(), 0.5)):
+        metric.update_state(y, np.concatenate([batch(A_P), ones], axis=-1))
+        assert value(metric.result()) == pytest.approx(expected, rel=1e-6), metric.name

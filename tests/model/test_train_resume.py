@@ -24,6 +24,7 @@ from mammoseg.training.train import (
     TrainingStateError,
     build_compiled_model,
     gpu_visible,
+    poly_learning_rate,
     resolve_precision,
     train,
 )
@@ -200,6 +201,36 @@ def test_resume_keeps_the_better_checkpoint_of_before_the_interruption(
     result = train(TINY, cfg, train_ds, val_ds, work)
     assert result.resumed_from_epoch == 1 and result.epochs_run == 2
     assert _sha(work / "best.keras") == before  # not overwritten by a worse epoch
+
+
+def test_poly_learning_rate_by_hand() -> None:
+    assert poly_learning_rate(1e-3, 0.0, 0.9) == 1e-3
+    assert poly_learning_rate(1e-3, 0.5, 1.0) == pytest.approx(5e-4)
+    assert poly_learning_rate(1e-3, 0.75, 2.0) == pytest.approx(1e-3 * 0.0625)
+    assert poly_learning_rate(1e-3, 1.0, 0.9, floor=1e-6) == 1e-6  # never below the floor
+    assert poly_learning_rate(1e-3, 1.7, 0.9) == 0.0 and poly_learning_rate(1e-3, -1.0, 0.9) == 1e-3  # clipped
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="cosine")  # type: ignore[arg-type]
+
+
+def test_poly_schedule_sets_each_epochs_rate_and_survives_a_resume(tmp_path: Path, data) -> None:
+    cfg, train_ds, val_ds = data
+    cfg = dataclasses.replace(cfg, epochs=4, lr_schedule="poly", poly_exponent=1.0, min_learning_rate=0.0)
+
+    def crash_after_two(epoch: int, logs: dict) -> None:
+        if epoch == 2:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(TINY, cfg, train_ds, val_ds, tmp_path / "a", on_epoch_end=crash_after_two)
+    result = train(TINY, cfg, train_ds, val_ds, tmp_path / "a")
+    # epoch e (1-based) runs at 3e-3 * (1 - (e - 1) / 4)
+    assert [h["learning_rate"] for h in result.history] == pytest.approx([3e-3, 2.25e-3, 1.5e-3, 0.75e-3])
+    # a caller's progress (e.g. the share of a time budget spent) decides instead of epochs
+    shares = {0: 0.0, 1: 0.6, 2: 0.9}
+    short = train(TINY, dataclasses.replace(cfg, epochs=3), train_ds, val_ds, tmp_path / "b",
+                  progress=shares.__getitem__)
+    assert [h["learning_rate"] for h in short.history] == pytest.approx([3e-3, 1.2e-3, 0.3e-3])
 
 
 def test_tensorboard_flag_without_the_package_fails_before_training(tmp_path: Path) -> None:

@@ -224,3 +224,29 @@ def test_norm_and_input_norm_validation() -> None:
         UNetConfig(batch_norm=False, norm="group")
     assert UNetConfig(batch_norm=False).normalization == "none"  # legacy switch
     assert UNetConfig(norm="none").normalization == "none"
+
+
+def test_deep_supervision_heads_train_and_are_dropped_for_inference(tmp_path: Path) -> None:
+    from mammoseg.inference import load_model
+    from mammoseg.model.losses import DeepSupervisionLoss
+    from mammoseg.model.unet import inference_model
+    from mammoseg.training.train import TrainConfig, build_compiled_model
+
+    config = UNetConfig(input_size=32, base_filters=4, depth=3, deep_supervision=2)
+    assert UNetConfig.from_dict(config.to_dict()) == config
+    model = build_compiled_model(config, TrainConfig(mixed_precision="float32"))
+    assert model.output_shape == (None, 32, 32, 3)  # the mask, then the heads at 1/2 and 1/4
+    assert isinstance(model.loss, DeepSupervisionLoss)
+    x = _images(4, 32)
+    y = (x > 0.7).astype("float32")
+    logs = model.fit(x, y, epochs=1, batch_size=2, verbose=0).history
+    assert {"loss", "dice", "iou"} <= set(logs)
+    path = tmp_path / "ds.keras"
+    model.save(path)
+    published = load_model(path)
+    assert published.output_shape == (None, 32, 32, 1)
+    np.testing.assert_allclose(published.predict(x, verbose=0), model.predict(x, verbose=0)[..., :1], atol=1e-6)
+    plain = build_unet(TINY)
+    assert inference_model(plain) is plain  # a model without heads is left as it is
+    with pytest.raises(ValueError, match="deep_supervision"):
+        UNetConfig(input_size=32, depth=2, deep_supervision=2)

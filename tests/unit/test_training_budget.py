@@ -20,7 +20,7 @@ class FakeClock:
 def test_budget_stops_when_another_epoch_would_overrun(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
     monkeypatch.setitem(recipe.CLOCKS, "cpu", clock)
-    hook = recipe._budget_hook(1.0, None, "cpu")  # 60 s
+    hook = recipe.Budget(1.0, "cpu").hook(None)  # 60 s
     clock.t += 25
     assert hook(1, {}) is False  # 25 s done, 50 s after one more epoch of 25 s
     clock.t += 20
@@ -31,7 +31,7 @@ def test_budget_reads_the_named_clock_only(monkeypatch: pytest.MonkeyPatch) -> N
     wall, cpu = FakeClock(), FakeClock()
     monkeypatch.setitem(recipe.CLOCKS, "wall", wall)
     monkeypatch.setitem(recipe.CLOCKS, "cpu", cpu)
-    hook = recipe._budget_hook(1.0, None, "cpu")
+    hook = recipe.Budget(1.0, "cpu").hook(None)
     wall.t += 3600  # a busy machine: wall time passes while this process waits
     assert hook(1, {}) is False
     cpu.t += 50
@@ -46,10 +46,23 @@ def test_budget_calls_the_inner_hook_and_none_means_no_budget(monkeypatch: pytes
     clock = FakeClock()
     monkeypatch.setitem(recipe.CLOCKS, "wall", clock)
     seen: list[tuple[int, dict]] = []
-    hook = recipe._budget_hook(None, lambda e, logs: seen.append((e, logs)))
+    budget = recipe.Budget(None)
+    hook = budget.hook(lambda e, logs: seen.append((e, logs)))
     clock.t += 1e6
     assert hook(1, {"val_dice": 0.5}) is False
     assert seen == [(1, {"val_dice": 0.5})]
+    assert budget.spent() == 0.0 and budget.progress(40)(10) == 0.25
+
+
+def test_progress_is_the_budget_spent_or_the_epochs_done_whichever_is_further(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setitem(recipe.CLOCKS, "cpu", clock)
+    budget = recipe.Budget(2.0, "cpu")  # 120 s
+    progress = budget.progress(200)
+    assert progress(0) == 0.0
+    clock.t += 30
+    assert progress(3) == 0.25  # 30 of 120 s spent; 3 of 200 epochs is less
+    assert budget.progress(10)(5) == 0.5  # half the epochs done is further along
 
 
 def test_params_reject_an_unknown_clock() -> None:
@@ -73,3 +86,16 @@ def test_patch_shares_default_to_the_patch_sampler_defaults_and_must_fit() -> No
                                                                    PatchConfig.hard_negative_share)
     with pytest.raises(ValidationError, match="<= 1"):
         RetrainParams(patch_lesion_share=0.7, patch_hard_negative_share=0.4)
+
+
+def test_params_refuse_deep_supervision_at_the_depth_and_an_unknown_schedule() -> None:
+    from pydantic import ValidationError
+
+    from mammoseg.params import RetrainParams
+
+    assert (RetrainParams().deep_supervision, RetrainParams().lr_schedule) == (0, "plateau")
+    assert RetrainParams(depth=3, deep_supervision=2).deep_supervision == 2
+    with pytest.raises(ValidationError, match="below depth"):
+        RetrainParams(depth=2, deep_supervision=2)
+    with pytest.raises(ValidationError):
+        RetrainParams(lr_schedule="cosine")
