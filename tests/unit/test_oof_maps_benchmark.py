@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def oof_maps():
-    spec = importlib.util.spec_from_file_location("oof_maps_benchmark", REPO / "benchmarks" / "oof_maps.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def oof_maps(load_benchmark):
+    return load_benchmark("oof_maps")
 
 
 def test_relative_cut_keeps_each_components_pixels_near_its_own_peak(oof_maps) -> None:
