@@ -94,6 +94,8 @@ RECIPES = {
     "new-balanced": Recipe("new-balanced", NEW | {"dataset_balance": 0.5}),
     "new-poly": Recipe("new-poly", NEW | {"lr_schedule": "poly"}),
     "new-ds": Recipe("new-ds", NEW | {"deep_supervision": 2}),
+    "new-in": Recipe("new-in", NEW | {"norm": "instance"}),
+    "new-gn": Recipe("new-gn", NEW | {"norm": "group"}),
     # 128-px patches of the 256-px images, half of them lesion-centred: 4x the lesions per pixel
     # computed, predicted with a sliding window
     "patch128": Recipe("patch128", NEW | {"patch_size": 128}),

@@ -97,7 +97,14 @@ class RetrainParams(BaseModel):
         "supervision, loss weights 1, 1/2, 1/4, ...); the published model has the mask head only. 0: off.",
     )
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
-    batch_norm: bool = True
+    batch_norm: bool = Field(
+        default=True, description="Legacy switch: False means no normalisation layers (norm='none')."
+    )
+    norm: Literal["batch", "group", "instance", "none"] = Field(
+        default="batch",
+        description="Normalisation after every conv: batch, group (8 groups), instance (per image and "
+        "channel, nnU-Net's; independent of the batch, so validation runs the layers as training did), none.",
+    )
     input_norm: Literal["none", "breast"] = Field(
         default="breast", description="'breast': per-image standardisation over the breast pixels inside the model."
     )
@@ -187,6 +194,8 @@ class RetrainParams(BaseModel):
             )
         if self.patch_lesion_share + self.patch_hard_negative_share > 1.0:
             raise ValueError("patch_lesion_share + patch_hard_negative_share must be <= 1")
+        if not self.batch_norm and self.norm != "batch":
+            raise ValueError(f"batch_norm=False (no normalisation) contradicts norm={self.norm!r}: set norm alone")
         if self.deep_supervision >= self.depth:
             raise ValueError(f"deep_supervision ({self.deep_supervision}) must be below depth ({self.depth})")
         return self

@@ -99,3 +99,19 @@ def test_params_refuse_deep_supervision_at_the_depth_and_an_unknown_schedule() -
         RetrainParams(depth=2, deep_supervision=2)
     with pytest.raises(ValidationError):
         RetrainParams(lr_schedule="cosine")
+
+
+def test_params_norm_reaches_the_network_and_contradictions_are_refused() -> None:
+    from pydantic import ValidationError
+
+    from mammoseg.params import RetrainParams
+    from mammoseg.training.recipe import configs
+
+    assert RetrainParams().norm == "batch"
+    for norm, built in [("batch", "batch"), ("group", "group"), ("instance", "instance"), ("none", "none")]:
+        model_config, _ = configs(RetrainParams(norm=norm, depth=2), 64)
+        assert model_config.normalization == built
+    legacy, _ = configs(RetrainParams(batch_norm=False, depth=2), 64)
+    assert legacy.normalization == "none"  # the demo's recipe before `norm` existed
+    with pytest.raises(ValidationError, match="contradicts norm='instance'"):
+        RetrainParams(batch_norm=False, norm="instance")
