@@ -79,7 +79,7 @@ class Recipe:
 SEED = {"base_filters": 16, "depth": 4, "input_norm": "none", "aug_intensity": 0.05, "aug_gamma": 0.0, "aug_noise": 0.0, "aug_blur": 0.0,
         "tta_mirror": False, "suppress_pectoral": False, "postprocess": "none"}
 #: What the new recipe changes (today's RetrainParams defaults).
-NEW = {"base_filters": 8, "depth": 5, "input_norm": "breast", "aug_intensity": 0.15, "aug_gamma": 0.4, "aug_noise": 0.03, "aug_blur": 1.5,
+NEW = {"base_filters": 8, "depth": 5, "norm": "instance", "input_norm": "breast", "aug_intensity": 0.15, "aug_gamma": 0.4, "aug_noise": 0.03, "aug_blur": 1.5,
        "tta_mirror": True, "suppress_pectoral": True, "postprocess": "choose"}
 
 RECIPES = {
@@ -94,7 +94,8 @@ RECIPES = {
     "new-balanced": Recipe("new-balanced", NEW | {"dataset_balance": 0.5}),
     "new-poly": Recipe("new-poly", NEW | {"lr_schedule": "poly"}),
     "new-ds": Recipe("new-ds", NEW | {"deep_supervision": 2}),
-    "new-in": Recipe("new-in", NEW | {"norm": "instance"}),
+    # batch normalisation: 'new' before run 9 (instance normalisation became the default)
+    "new-bn": Recipe("new-bn", NEW | {"norm": "batch"}),
     "new-gn": Recipe("new-gn", NEW | {"norm": "group"}),
     # 128-px patches of the 256-px images, half of them lesion-centred: 4x the lesions per pixel
     # computed, predicted with a sliding window

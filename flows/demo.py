@@ -66,7 +66,7 @@ DEMO_DATA = DemoData()
 DEMO_OVERRIDES: dict[str, Any] = {
     "base_filters": 8,
     "depth": 5,
-    "batch_norm": False,
+    "norm": "none",
     "learning_rate": 3e-3,
     "epochs": 40,
     "folds": 2,

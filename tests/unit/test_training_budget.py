@@ -107,11 +107,14 @@ def test_params_norm_reaches_the_network_and_contradictions_are_refused() -> Non
     from mammoseg.params import RetrainParams
     from mammoseg.training.recipe import configs
 
-    assert RetrainParams().norm == "batch"
-    for norm, built in [("batch", "batch"), ("group", "group"), ("instance", "instance"), ("none", "none")]:
+    assert RetrainParams().norm == "instance"
+    for norm in ("batch", "group", "instance", "none"):
         model_config, _ = configs(RetrainParams(norm=norm, depth=2), 64)
-        assert model_config.normalization == built
+        assert model_config.normalization == norm
+    # parameters written before `norm` existed: batch_norm=False meant no normalisation
+    assert RetrainParams.model_validate({"batch_norm": False}).normalization == "none"
+    assert RetrainParams(batch_norm=False, norm="batch").normalization == "none"
     legacy, _ = configs(RetrainParams(batch_norm=False, depth=2), 64)
-    assert legacy.normalization == "none"  # the demo's recipe before `norm` existed
+    assert legacy.normalization == "none"
     with pytest.raises(ValidationError, match="contradicts norm='instance'"):
         RetrainParams(batch_norm=False, norm="instance")
