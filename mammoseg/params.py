@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -183,13 +183,17 @@ class RetrainParams(BaseModel):
     seed: int = 0
     promote_metric: str = "dice_mean"
 
-    @property
-    def normalization(self) -> str:
-        """The normalisation the network gets: ``norm``, or ``"none"`` for the legacy
-        ``batch_norm=False`` (parameters written before ``norm`` existed)."""
-        if not self.batch_norm and ("norm" not in self.model_fields_set or self.norm == "batch"):
-            return "none"
-        return self.norm
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_batch_norm(cls, data: Any) -> Any:
+        """Parameters written before ``norm`` existed: ``batch_norm=False`` meant no normalisation.
+        ``norm`` is then the one field that says what the network gets (and survives a dump/reload)."""
+        if isinstance(data, dict) and data.get("batch_norm") is False:
+            norm = data.get("norm", "batch")
+            if norm not in ("batch", "none"):
+                raise ValueError(f"batch_norm=False (no normalisation) contradicts norm={norm!r}: set norm alone")
+            data = {**data, "norm": "none"}
+        return data
 
     @model_validator(mode="after")
     def _patch_fits(self) -> RetrainParams:
@@ -204,8 +208,6 @@ class RetrainParams(BaseModel):
             )
         if self.patch_lesion_share + self.patch_hard_negative_share > 1.0:
             raise ValueError("patch_lesion_share + patch_hard_negative_share must be <= 1")
-        if not self.batch_norm and "norm" in self.model_fields_set and self.norm not in ("batch", "none"):
-            raise ValueError(f"batch_norm=False (no normalisation) contradicts norm={self.norm!r}: set norm alone")
         if self.deep_supervision >= self.depth:
             raise ValueError(f"deep_supervision ({self.deep_supervision}) must be below depth ({self.depth})")
         return self

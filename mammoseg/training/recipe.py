@@ -49,7 +49,7 @@ def configs(
 
     model_config = UNetConfig(
         input_size=network_size, base_filters=params.base_filters, depth=params.depth,
-        dropout=params.dropout, norm=params.normalization, input_norm=params.input_norm,
+        dropout=params.dropout, norm=params.norm, input_norm=params.input_norm,
         deep_supervision=params.deep_supervision,
     )
     augment = None

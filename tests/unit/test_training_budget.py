@@ -112,8 +112,10 @@ def test_params_norm_reaches_the_network_and_contradictions_are_refused() -> Non
         model_config, _ = configs(RetrainParams(norm=norm, depth=2), 64)
         assert model_config.normalization == norm
     # parameters written before `norm` existed: batch_norm=False meant no normalisation
-    assert RetrainParams.model_validate({"batch_norm": False}).normalization == "none"
-    assert RetrainParams(batch_norm=False, norm="batch").normalization == "none"
+    assert RetrainParams.model_validate({"batch_norm": False}).norm == "none"
+    assert RetrainParams(batch_norm=False, norm="batch").norm == "none"
+    legacy_params = RetrainParams(batch_norm=False)
+    assert RetrainParams.model_validate(legacy_params.model_dump()).norm == "none"  # survives a reload
     legacy, _ = configs(RetrainParams(batch_norm=False, depth=2), 64)
     assert legacy.normalization == "none"
     with pytest.raises(ValidationError, match="contradicts norm='instance'"):
