@@ -37,7 +37,8 @@ The experiment (see benchmarks/README.md):
    in proportion to the square root of their sizes (``dataset_balance=0.5``); ``new-poly``
    replaces the plateau LR halving by nnU-Net's poly schedule over the time budget
    (``lr_schedule=poly``: the rate decays to ~0 as the budget runs out); ``new-ds`` adds deep
-   supervision (``deep_supervision=2``: auxiliary heads at 1/2 and 1/4 of the input side).
+   supervision (``deep_supervision=2``: auxiliary heads at 1/2 and 1/4 of the input side);
+   ``new-geo`` widens the geometric augmentation (rotation 20 degrees, zoom 0.7-1.3, shift 10%).
 
 Every model trains for at most ``--minutes-per-model`` minutes (early stopping on the validation
 Dice may end it sooner) of wall time, or of this process's CPU time with ``--budget-clock cpu``
@@ -100,6 +101,9 @@ RECIPES = {
     # 128-px patches of the 256-px images, half of them lesion-centred: 4x the lesions per pixel
     # computed, predicted with a sliding window
     "patch128": Recipe("patch128", NEW | {"patch_size": 128}),
+    # stronger geometric augmentation (nnU-Net-like scale range): rotation 20 deg, zoom 0.7-1.3,
+    # shift 10% -- the breast's size in a 256-px image differs from one dataset (scanner) to another
+    "new-geo": Recipe("new-geo", NEW | {"aug_rotate_deg": 20.0, "aug_zoom": 0.3, "aug_shift": 0.1}),
 }
 
 
@@ -177,16 +181,25 @@ def val_patients(train: pd.DataFrame, fraction: float, seed: int) -> set[str]:
 # --- training: the pipeline's own recipe code (mammoseg.training.recipe) --------------------
 
 
+def training_settings(precision: str | None) -> Any:
+    """The machine settings the fold models train with: ``--precision`` when given, else
+    ``MAMMOSEG_TRAIN_PRECISION``, else :class:`~mammoseg.settings.Settings`' default."""
+    from mammoseg.settings import Settings
+
+    return Settings(**({"train_precision": precision} if precision else {}))
+
+
 def train_fold(store: Any, params: Any, plan: Any, train: pd.DataFrame, val: pd.DataFrame,
-               workdir: Path) -> tuple[Any, int]:
-    """Train one fold model within the time budget; returns (best model, epochs run)."""
+               workdir: Path, settings: Any = None) -> tuple[Any, int]:
+    """Train one fold model within the time budget; returns (best model, epochs run).
+    ``settings``: the machine's training precision (``mammoseg.settings.Settings``; None: its defaults)."""
     from mammoseg.training.recipe import fit_one
 
     def on_epoch_end(epoch: int, logs: dict) -> None:
         print(f"    epoch {epoch:3d}  loss {logs.get('loss', float('nan')):.4f}  "
               f"val Dice {logs.get('val_dice', float('nan')):.3f}", file=sys.stderr)
 
-    model, result = fit_one(store, train, val, params, plan, workdir, on_epoch_end)
+    model, result = fit_one(store, train, val, params, plan, workdir, on_epoch_end, settings)
     return model, result.epochs_run
 
 
@@ -255,6 +268,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from mammoseg.storage import open_store
     from mammoseg.training.dataset import load_samples
 
+    settings = training_settings(args.precision)
     recipes = [RECIPES[r] for r in args.recipes.split(",")]
     cache_url = Path(args.cache).resolve().as_uri()
     store = open_store(cache_url)
@@ -299,7 +313,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             fold_params = recipe_params(recipe, args, args.seed + fold)
             base_plan = ModelPlan(preprocess=PreprocessParams(size=size), patch_size=params.patch_size)
             with tempfile.TemporaryDirectory() as tmp:
-                model, n_epochs = train_fold(store, fold_params, base_plan, train, val, Path(tmp))
+                model, n_epochs = train_fold(store, fold_params, base_plan, train, val, Path(tmp), settings)
             epochs.append(n_epochs)
             val_images, val_masks = load_samples(store, val)
             test_images, _ = load_samples(store, test)
@@ -432,6 +446,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="count --minutes-per-model on the wall clock, or as this process's CPU minutes "
                          "(fair between recipes when the machine is shared; 2 cores: ~2 CPU min per wall min)")
     ap.add_argument("--recipes", default="seed,new")
+    ap.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+                    help="Keras dtype policy of training (default: MAMMOSEG_TRAIN_PRECISION, else 'auto')")
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", help="also write the figures to this JSON file")

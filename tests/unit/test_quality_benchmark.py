@@ -27,3 +27,11 @@ def test_remap_puts_each_fold_threshold_on_one_half_and_keeps_order(quality) -> 
     out = quality.remap(prob, 0.3)
     np.testing.assert_allclose(out, [0.0, 1 / 6, 0.5, 0.5 + 0.3 * 0.5 / 0.7, 1.0], rtol=1e-6)
     assert (np.diff(out) > 0).all()
+
+
+def test_training_precision_comes_from_the_flag_else_the_environment(quality, monkeypatch) -> None:
+    monkeypatch.setenv("MAMMOSEG_TRAIN_PRECISION", "float32")
+    assert quality.training_settings(None).train_precision == "float32"
+    assert quality.training_settings("mixed_bfloat16").train_precision == "mixed_bfloat16"
+    monkeypatch.delenv("MAMMOSEG_TRAIN_PRECISION")
+    assert quality.training_settings(None).train_precision == "auto"
