@@ -1,7 +1,7 @@
 """Does `mammoseg demo` learn, from seed to seed? The demo's flow, several seeds, one table.
 
     .venv/bin/python benchmarks/demo.py [--seeds 0,1,2] [--set KEY=VALUE ...] [--data KEY=VALUE ...]
-        [--store DIR] [--json out.json]
+        [--lesion-free N] [--store DIR] [--json out.json]
 
 Runs :func:`flows.demo.demo_flow` (synthetic CBIS-DDSM-shaped training set, MIAS-format held-out
 set, the whole retrain flow) once per seed, each into a store of its own, with the demo's recipe
@@ -12,6 +12,12 @@ per-image Dice with its 95 % CI, that of lesion-free images, lesion sensitivity 
 false positives per image at the threshold, the internal-test (in-domain) Dice, epochs and wall
 time; then the mean over seeds. Seeds run one after the other, so wall times are comparable on
 an otherwise idle machine.
+
+``--lesion-free N`` then scores each seed's published model on ``N`` fresh lesion-free MLO
+breasts per BI-RADS density (1-4) in each format (CBIS-shaped 10-bit 320 x 200, MIAS-format
+8-bit 256 x 256; the same drawn anatomy in both): how many come out clean (no pixel above the
+model's threshold) and false-positive components per image. The held-out set has 6 lesion-free
+images, each worth 1/14 of its Dice; this measures the same failure on 8 x N images.
 """
 
 from __future__ import annotations
@@ -30,7 +36,40 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 
-def one_seed(seed: int, store: Path, overrides: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+def lesion_free_probe(model_uri: str, n: int, seed: int = 11) -> dict[str, dict[int, tuple[int, float]]]:
+    """``{format: {density: (clean images of n, false-positive components per image)}}`` of the
+    model at ``model_uri`` (applied with its plan) on lesion-free synthetic MLO breasts."""
+    import cv2
+    import numpy as np
+
+    from mammoseg.inference import load_predictor
+    from mammoseg.preprocess import preprocess_arrays
+    from mammoseg.settings import get_settings
+    from mammoseg.synth import anatomy as A
+
+    predictor = load_predictor(model_uri, get_settings())
+    shapes = {"cbis": (320, 200), "mias": (256, 256)}
+    out: dict[str, dict[int, tuple[int, float]]] = {k: {} for k in shapes}
+    for density in (1, 2, 3, 4):
+        counts: dict[str, list[int]] = {k: [] for k in shapes}
+        for i in range(n):
+            for fmt, (h, w) in shapes.items():
+                rng = np.random.default_rng([seed, density, i])  # the same anatomy in both formats
+                layout = A.random_layout(rng, h, w, "MLO", "left" if i % 2 else "right")
+                drawn = A.draw_anatomy(rng, layout, density).image
+                image = A.to_uint8(drawn) if fmt == "mias" else A.to_uint16(drawn, 1024)
+                case = preprocess_arrays(image, [], predictor.plan.preprocess)
+                prob = predictor.predict_preprocessed(case.image, breast_masks=case.breast_mask)
+                n_comp, _ = cv2.connectedComponents((prob > predictor.plan.threshold).astype(np.uint8))
+                counts[fmt].append(n_comp - 1)
+        for fmt, c in counts.items():
+            out[fmt][density] = (sum(k == 0 for k in c), float(np.mean(c)))
+    return out
+
+
+def one_seed(
+    seed: int, store: Path, overrides: dict[str, Any], data: dict[str, Any], lesion_free: int = 0
+) -> dict[str, Any]:
     """The demo flow on ``seed``; its held-out and internal-test figures and wall time."""
     from flows.demo import DEMO_DATA, demo_flow, demo_params
     from mammoseg.layout import new_run_id
@@ -58,6 +97,7 @@ def one_seed(seed: int, store: Path, overrides: dict[str, Any], data: dict[str, 
         "internal_dice": internal["dice_mean"],
         "epochs": result["epochs_run"],
         "wall_s": wall,
+        "lesion_free_probe": lesion_free_probe(result["model_uri"], lesion_free) if lesion_free else None,
     }
 
 
@@ -66,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--data", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--lesion-free", type=int, default=0, metavar="N",
+                    help="Also score each model on N lesion-free synthetic breasts per density and format.")
     ap.add_argument("--store", type=Path, default=REPO / ".mammoseg" / "bench-demo")
     ap.add_argument("--json", type=Path, help="Also write the figures here.")
     a = ap.parse_args(argv)
@@ -80,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         data = key_value_overrides(a.data, [f.name for f in fields(DemoData)], "DemoData field (flows/demo.py)", "--data")
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
-    rows = [one_seed(int(s), a.store / f"seed-{s}", overrides, data) for s in a.seeds.split(",")]
+    rows = [one_seed(int(s), a.store / f"seed-{s}", overrides, data, a.lesion_free) for s in a.seeds.split(",")]
 
     print(f"\nmammoseg demo, recipe overrides {overrides or 'none'}, data {data or 'as DEMO_DATA'}")
     print("held out = the MIAS-format set (cross-dataset); per-image Dice, a lesion-free image scores 1 "
@@ -96,6 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     mean = sum(r["heldout_dice"] for r in rows) / len(rows)
     print(f"mean held-out Dice over {len(rows)} seeds: {mean:.3f}; "
           f"mean wall {sum(r['wall_s'] for r in rows) / len(rows):.0f} s")
+    if a.lesion_free:
+        print(f"\nlesion-free breasts, {a.lesion_free} per density and format: clean images (FP components per image)")
+        print(f"{'seed':>4} {'format':>6} " + " ".join(f"{'density ' + str(d):>14}" for d in (1, 2, 3, 4)) + f" {'clean':>9}")
+        for r in rows:
+            for fmt, by_density in r["lesion_free_probe"].items():
+                cells = " ".join(f"{c:>4} ({fp:4.2f})".rjust(14) for c, fp in by_density.values())
+                clean = sum(c for c, _ in by_density.values())
+                print(f"{r['seed']:>4} {fmt:>6} {cells} {clean:>4} of {4 * a.lesion_free}")
     if a.json:
         a.json.write_text(json.dumps({"overrides": overrides, "data": data, "seeds": rows}, indent=2))
     return 0

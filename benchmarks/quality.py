@@ -38,7 +38,9 @@ The experiment (see benchmarks/README.md):
    replaces the plateau LR halving by nnU-Net's poly schedule over the time budget
    (``lr_schedule=poly``: the rate decays to ~0 as the budget runs out); ``new-ds`` adds deep
    supervision (``deep_supervision=2``: auxiliary heads at 1/2 and 1/4 of the input side);
-   ``new-geo`` widens the geometric augmentation (rotation 20 degrees, zoom 0.7-1.3, shift 10%).
+   ``new-geo`` widens the geometric augmentation (rotation 20 degrees, zoom 0.7-1.3, shift 10%);
+   ``new-robust`` normalises each breast on its median and interquartile range
+   (``input_norm=breast_robust``) instead of its mean and std.
 
 Every model trains for at most ``--minutes-per-model`` minutes (early stopping on the validation
 Dice may end it sooner) of wall time, or of this process's CPU time with ``--budget-clock cpu``
@@ -104,6 +106,9 @@ RECIPES = {
     # stronger geometric augmentation (nnU-Net-like scale range): rotation 20 deg, zoom 0.7-1.3,
     # shift 10% -- the breast's size in a 256-px image differs from one dataset (scanner) to another
     "new-geo": Recipe("new-geo", NEW | {"aug_rotate_deg": 20.0, "aug_zoom": 0.3, "aug_shift": 0.1}),
+    # the per-breast input normalisation on the median and IQR: a large bright lesion no longer
+    # shifts its image's scale (lesion-free images looked brighter to the model than the rest)
+    "new-robust": Recipe("new-robust", NEW | {"input_norm": "breast_robust"}),
 }
 
 

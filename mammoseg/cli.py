@@ -152,7 +152,7 @@ def preprocess(
 @app.command()
 def demo(
     store: StoreOpt = None,
-    patients: Annotated[int, typer.Option(min=2, help="Synthetic patients.")] = 40,
+    patients: Annotated[int | None, typer.Option(min=2, help="Synthetic CBIS-shaped patients (default: flows/demo.py DemoData.patients).")] = None,
     size: Annotated[int | None, typer.Option(min=32, help="Model input size in px (default: RetrainParams.size).")] = None,
     bad: Annotated[int, typer.Option(min=0, help="Defective cases to include (shows the quarantine).")] = 3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -199,7 +199,7 @@ def retrain(
     learning_rate: Annotated[float | None, typer.Option()] = None,
     loss: Annotated[str | None, typer.Option(help="focal | dice | focal_dice")] = None,
     lesion_oversample: Annotated[float | None, typer.Option(help="Share of batches drawn from lesion images (0 = none).")] = None,
-    input_norm: Annotated[str | None, typer.Option(help="none | breast.")] = None,
+    input_norm: Annotated[str | None, typer.Option(help="none | breast | breast_robust.")] = None,
     tta_mirror: Annotated[bool | None, typer.Option("--tta-mirror/--no-tta-mirror", help="Average predictions with the mirrored image's (in the plan).")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     set_: Annotated[

@@ -107,8 +107,10 @@ class RetrainParams(BaseModel):
         "out-of-fold Dice over batch on CDD-CESM / INbreast / mini-MIAS, benchmarks/README.md run 9), "
         "batch, group (8 groups), none.",
     )
-    input_norm: Literal["none", "breast"] = Field(
-        default="breast", description="'breast': per-image standardisation over the breast pixels inside the model."
+    input_norm: Literal["none", "breast", "breast_robust"] = Field(
+        default="breast",
+        description="'breast': per-image standardisation (mean, std) over the breast pixels inside the model; "
+        "'breast_robust': on the breast's median and interquartile range (a large lesion does not shift them).",
     )
     epochs: int = Field(default=60, ge=1)
     batch_size: int = Field(default=8, ge=1)

@@ -15,6 +15,31 @@ from keras import ops
 _PACKAGE = "mammoseg"
 
 
+def _breast_quantiles(x: Any, breast: Any, count: Any, qs: tuple[float, ...]) -> list[Any]:
+    """Per image and channel, the quantiles ``qs`` of ``x`` over the ``breast`` pixels, each
+    shaped ``[batch, 1, ..., 1, channels]`` like ``count`` (the breast pixel count, >= 1).
+
+    Background pixels are sorted past the breast ones (set to +inf), so the breast's ranks are
+    ``0 .. count - 1``; ``q`` sits at rank ``q * (count - 1)``, linearly interpolated."""
+    spatial, channels = x.shape[1:-1], x.shape[-1]
+    pixels = 1
+    for side in spatial:
+        pixels *= int(side)
+    flat = ops.reshape(ops.where(breast, x, ops.full_like(x, float("inf"))), (-1, pixels, channels))
+    ordered = ops.sort(flat, axis=1)
+    n = ops.reshape(count, (-1, 1, channels))
+    out = []
+    for q in qs:
+        pos = q * (n - 1.0)
+        lo = ops.floor(pos)
+        a = ops.take_along_axis(ordered, ops.cast(lo, "int32"), axis=1)
+        b = ops.take_along_axis(ordered, ops.cast(ops.minimum(lo + 1.0, n - 1.0), "int32"), axis=1)
+        value = a + (pos - lo) * (b - a)
+        value = ops.where(ops.isfinite(value), value, ops.zeros_like(value))  # an image without breast
+        out.append(ops.reshape(value, (-1, *([1] * len(spatial)), channels)))
+    return out
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class BreastNormalization(keras.layers.Layer):
     """Standardise each image over its breast pixels: ``(x - mean) / (std + epsilon)``.
@@ -34,17 +59,31 @@ class BreastNormalization(keras.layers.Layer):
     breast up to a relative error of about ``epsilon / std`` (≈ 0.1 % for a CLAHE'd breast,
     whose std is ~0.1).
 
+    ``statistic="median_iqr"`` centres on the breast's median and divides by its interquartile
+    range / 1.349 (the std of a normal distribution with that IQR) instead: a large bright lesion
+    moves the mean and inflates the std, so with ``"mean_std"`` the same tissue comes out darker
+    on an image with a big lesion than on a lesion-free one; the quartiles barely move. The
+    quantiles are taken by sorting each image's breast pixels (linear interpolation between
+    ranks, as ``numpy.quantile``).
+
     Input and output: ``[batch, *spatial, channels]``, same shape. No weights.
     """
 
-    def __init__(self, threshold: float = 0.0, epsilon: float = 1e-4, **kwargs: Any) -> None:
+    STATISTICS = ("mean_std", "median_iqr")
+
+    def __init__(
+        self, threshold: float = 0.0, epsilon: float = 1e-4, statistic: str = "mean_std", **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         if threshold < 0:
             raise ValueError(f"threshold must be >= 0 (got {threshold})")
         if epsilon <= 0:
             raise ValueError(f"epsilon must be > 0 (got {epsilon})")
+        if statistic not in self.STATISTICS:
+            raise ValueError(f"statistic must be one of {', '.join(self.STATISTICS)} (got {statistic!r})")
         self.threshold = float(threshold)
         self.epsilon = float(epsilon)
+        self.statistic = statistic
 
     def call(self, inputs: Any) -> Any:
         x = ops.cast(inputs, "float32")
@@ -52,14 +91,22 @@ class BreastNormalization(keras.layers.Layer):
         breast = ops.greater(x, self.threshold)
         weight = ops.cast(breast, "float32")
         count = ops.maximum(ops.sum(weight, axis=axes, keepdims=True), 1.0)
-        mean = ops.sum(x * weight, axis=axes, keepdims=True) / count
-        centred = (x - mean) * weight  # two passes: no E[x²] - E[x]² cancellation
-        std = ops.sqrt(ops.sum(ops.square(centred), axis=axes, keepdims=True) / count)
-        out = ops.where(breast, centred / (std + self.epsilon), ops.zeros_like(x))
+        if self.statistic == "median_iqr":
+            q1, centre, q3 = _breast_quantiles(x, breast, count, (0.25, 0.5, 0.75))
+            scale = (q3 - q1) / 1.349
+        else:
+            centre = ops.sum(x * weight, axis=axes, keepdims=True) / count
+            scale = None
+        centred = (x - centre) * weight  # two passes: no E[x²] - E[x]² cancellation
+        if scale is None:
+            scale = ops.sqrt(ops.sum(ops.square(centred), axis=axes, keepdims=True) / count)
+        out = ops.where(breast, centred / (scale + self.epsilon), ops.zeros_like(x))
         return ops.cast(out, self.compute_dtype)
 
     def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return input_shape
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "threshold": self.threshold, "epsilon": self.epsilon}
+        return {
+            **super().get_config(), "threshold": self.threshold, "epsilon": self.epsilon, "statistic": self.statistic,
+        }

@@ -17,9 +17,9 @@ if TYPE_CHECKING:  # keras pulls a backend (TensorFlow here): import it only whe
 
 
 Norm = Literal["batch", "group", "instance", "none"]
-InputNorm = Literal["none", "breast"]
+InputNorm = Literal["none", "breast", "breast_robust"]
 _NORMS = ("batch", "group", "instance", "none")
-_INPUT_NORMS = ("none", "breast")
+_INPUT_NORMS = ("none", "breast", "breast_robust")
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,10 @@ class UNetConfig:
       :attr:`normalization` is the normalisation actually built.
     * ``input_norm``: ``"breast"`` puts :class:`~mammoseg.model.layers.BreastNormalization`
       right after the input (per-image standardisation over the breast pixels, the pixels > 0),
-      so digital and scanned-film images reach the first conv on one scale; ``"none"`` feeds
-      the 0..1 image as is.
+      so digital and scanned-film images reach the first conv on one scale;
+      ``"breast_robust"`` the same layer on the breast's median and interquartile range
+      (``statistic="median_iqr"``: a large lesion no longer darkens the rest of its image);
+      ``"none"`` feeds the 0..1 image as is.
 
     * ``deep_supervision``: ``k`` auxiliary heads (0: none) on the decoder levels 1..k (1/2,
       1/4, ... of the input side), each a 1×1 conv brought back to the input size (bilinear,
@@ -179,10 +181,11 @@ def build_unet(config: UNetConfig | None = None) -> keras.Model:
         shape=(config.input_size, config.input_size, config.channels), name="image"
     )
     x = inputs
-    if config.input_norm == "breast":
+    if config.input_norm != "none":
         from mammoseg.model.layers import BreastNormalization
 
-        x = BreastNormalization(dtype="float32", name="input_norm")(x)
+        statistic = "median_iqr" if config.input_norm == "breast_robust" else "mean_std"
+        x = BreastNormalization(statistic=statistic, dtype="float32", name="input_norm")(x)
     skips = []
     for level in range(config.depth):
         x = _conv_block(x, config.base_filters * 2**level, config, f"enc{level}")

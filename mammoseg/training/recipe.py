@@ -55,7 +55,7 @@ def configs(
     augment = None
     if params.augment:
         extra: dict[str, Any] = {}
-        if params.aug_gamma or params.aug_noise or params.aug_blur or params.input_norm == "breast":
+        if params.aug_gamma or params.aug_noise or params.aug_blur or params.input_norm != "none":
             # intensity changes stay on the breast, so the background stays 0 for the per-breast
             # normalisation (it counts pixels > 0 as breast)
             extra = {"keep_background": True, "gamma": params.aug_gamma, "noise_std": params.aug_noise,

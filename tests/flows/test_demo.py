@@ -11,12 +11,12 @@ from mammoseg.storage import open_store
 
 
 def test_demo_flow_synthesises_trains_scores_both_sets_and_publishes(tmp_path: Path) -> None:
-    data = DemoData(height=128, width=96, mias_images=6, mias_size=64,
+    data = DemoData(patients=8, height=128, width=96, mias_images=6, mias_size=64,
                     lesion_contrast=DEMO_DATA.lesion_contrast, lesion_size=DEMO_DATA.lesion_size)
     params = demo_params(size=64, seed=0, epochs=1, base_filters=4, depth=2, patch_size=32, batch_size=4,
                          n_boot=100, val_fraction=0.25, test_fraction=0.25)
     store_url = str(tmp_path / "store")
-    result = demo_flow(store_url=store_url, run_id=new_run_id(), patients=8, bad=1, params=params, data=data)
+    result = demo_flow(store_url=store_url, run_id=new_run_id(), bad=1, params=params, data=data)  # DemoData's patients
 
     assert result["promoted"] and result["model_version"]
     assert result["synthetic"]["defective_cases"] == 1 and result["synthetic"]["demo_data"]["calc_fraction"] == 0.1
