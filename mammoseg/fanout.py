@@ -9,7 +9,7 @@ through prefect-dask's ``DaskTaskRunner``.
   beyond it).
 * ``MAMMOSEG_FANOUT_RUNNER`` = ``auto`` (default) uses Dask only when an address is set or a run
   has at least ``MAMMOSEG_DASK_MIN_CASES`` cases, since starting a cluster costs seconds that a
-  demo or a test of a dozen cases does not earn back; ``dask`` / ``thread`` force one.
+  test or a run of a few dozen cases does not earn back; ``dask`` / ``thread`` force one.
 
 Memory stays bounded whatever the dataset size: a case task receives keys (a ``CaseSpec``), reads
 its own image, writes its arrays to the store and returns a small record; no pixel array crosses
