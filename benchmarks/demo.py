@@ -14,8 +14,8 @@ time; then the mean over seeds. Seeds run one after the other, so wall times are
 an otherwise idle machine.
 
 ``--lesion-free N`` then scores each seed's published model on ``N`` fresh lesion-free MLO
-breasts per BI-RADS density (1-4) in each format (CBIS-shaped 10-bit 320 x 200, MIAS-format
-8-bit 256 x 256; the same drawn anatomy in both): how many come out clean (no pixel above the
+breasts per BI-RADS density (1-4) in each format of the run's :class:`~flows.demo.DemoData`
+(by default CBIS-shaped 10-bit 320 x 200, MIAS-format 8-bit 256 x 256; the same drawn anatomy in both): how many come out clean (no pixel above the
 model's threshold) and false-positive components per image. The held-out set has 6 lesion-free
 images, each worth 1/14 of its Dice; this measures the same failure on 8 x N images.
 """
@@ -29,16 +29,22 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flows.demo import DemoData
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
 
-def lesion_free_probe(model_uri: str, n: int, seed: int = 11) -> dict[str, dict[int, tuple[int, float]]]:
+def lesion_free_probe(
+    model_uri: str, n: int, data: DemoData, seed: int = 11
+) -> dict[str, dict[int, tuple[int, float]]]:
     """``{format: {density: (clean images of n, false-positive components per image)}}`` of the
-    model at ``model_uri`` (applied with its plan) on lesion-free synthetic MLO breasts."""
+    model at ``model_uri`` (applied with its plan) on lesion-free synthetic MLO breasts, drawn
+    in the two formats of the run's ``data`` (its CBIS-shaped size and bit depth, its MIAS size)."""
     import cv2
     import numpy as np
 
@@ -48,7 +54,7 @@ def lesion_free_probe(model_uri: str, n: int, seed: int = 11) -> dict[str, dict[
     from mammoseg.synth import anatomy as A
 
     predictor = load_predictor(model_uri, get_settings())
-    shapes = {"cbis": (320, 200), "mias": (256, 256)}
+    shapes = {"cbis": (data.height, data.width), "mias": (data.mias_size, data.mias_size)}
     out: dict[str, dict[int, tuple[int, float]]] = {k: {} for k in shapes}
     for density in (1, 2, 3, 4):
         counts: dict[str, list[int]] = {k: [] for k in shapes}
@@ -57,7 +63,7 @@ def lesion_free_probe(model_uri: str, n: int, seed: int = 11) -> dict[str, dict[
                 rng = np.random.default_rng([seed, density, i])  # the same anatomy in both formats
                 layout = A.random_layout(rng, h, w, "MLO", "left" if i % 2 else "right")
                 drawn = A.draw_anatomy(rng, layout, density).image
-                image = A.to_uint8(drawn) if fmt == "mias" else A.to_uint16(drawn, 1024)
+                image = A.to_uint8(drawn) if fmt == "mias" else A.to_uint16(drawn, 2**data.bits)
                 case = preprocess_arrays(image, [], predictor.plan.preprocess)
                 prob = predictor.predict_preprocessed(case.image, breast_masks=case.breast_mask)
                 n_comp, _ = cv2.connectedComponents((prob > predictor.plan.threshold).astype(np.uint8))
@@ -75,9 +81,10 @@ def one_seed(
     from mammoseg.layout import new_run_id
     from mammoseg.storage import open_store
 
+    demo_data = replace(DEMO_DATA, **data)
     start = time.monotonic()
     result = demo_flow(store_url=store.resolve().as_uri(), run_id=new_run_id(), seed=seed,
-                       params=demo_params(seed=seed, **overrides), data=replace(DEMO_DATA, **data))
+                       params=demo_params(seed=seed, **overrides), data=demo_data)
     wall = time.monotonic() - start
     store = open_store(result["store_url"])
     by_kind = {e["kind"]: json.loads(store.read_bytes(store.key_from_uri(e["metrics_uri"])))
@@ -97,7 +104,7 @@ def one_seed(
         "internal_dice": internal["dice_mean"],
         "epochs": result["epochs_run"],
         "wall_s": wall,
-        "lesion_free_probe": lesion_free_probe(result["model_uri"], lesion_free) if lesion_free else None,
+        "lesion_free_probe": lesion_free_probe(result["model_uri"], lesion_free, demo_data) if lesion_free else None,
     }
 
 

@@ -7,6 +7,7 @@ imports this module from the saved config, no ``custom_objects`` needed.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -22,9 +23,7 @@ def _breast_quantiles(x: Any, breast: Any, count: Any, qs: tuple[float, ...]) ->
     Background pixels are sorted past the breast ones (set to +inf), so the breast's ranks are
     ``0 .. count - 1``; ``q`` sits at rank ``q * (count - 1)``, linearly interpolated."""
     spatial, channels = x.shape[1:-1], x.shape[-1]
-    pixels = 1
-    for side in spatial:
-        pixels *= int(side)
+    pixels = math.prod(int(side) for side in spatial)
     flat = ops.reshape(ops.where(breast, x, ops.full_like(x, float("inf"))), (-1, pixels, channels))
     ordered = ops.sort(flat, axis=1)
     n = ops.reshape(count, (-1, 1, channels))
@@ -92,13 +91,12 @@ class BreastNormalization(keras.layers.Layer):
         weight = ops.cast(breast, "float32")
         count = ops.maximum(ops.sum(weight, axis=axes, keepdims=True), 1.0)
         if self.statistic == "median_iqr":
-            q1, centre, q3 = _breast_quantiles(x, breast, count, (0.25, 0.5, 0.75))
+            q1, median, q3 = _breast_quantiles(x, breast, count, (0.25, 0.5, 0.75))
+            centred = (x - median) * weight
             scale = (q3 - q1) / 1.349
         else:
-            centre = ops.sum(x * weight, axis=axes, keepdims=True) / count
-            scale = None
-        centred = (x - centre) * weight  # two passes: no E[x²] - E[x]² cancellation
-        if scale is None:
+            mean = ops.sum(x * weight, axis=axes, keepdims=True) / count
+            centred = (x - mean) * weight  # two passes: no E[x²] - E[x]² cancellation
             scale = ops.sqrt(ops.sum(ops.square(centred), axis=axes, keepdims=True) / count)
         out = ops.where(breast, centred / (scale + self.epsilon), ops.zeros_like(x))
         return ops.cast(out, self.compute_dtype)
