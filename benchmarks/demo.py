@@ -16,7 +16,8 @@ an otherwise idle machine.
 ``--lesion-free N`` then scores each seed's published model on ``N`` fresh lesion-free MLO
 breasts per BI-RADS density (1-4) in each format of the run's :class:`~flows.demo.DemoData`
 (by default CBIS-shaped 10-bit 320 x 200, MIAS-format 8-bit 256 x 256; the same drawn anatomy in both): how many come out clean (no pixel above the
-model's threshold) and false-positive components per image. The held-out set has 6 lesion-free
+model's threshold once its plan's post-processing has dropped what it drops) and false-positive
+components per image. The held-out set has 6 lesion-free
 images, each worth 1/14 of its Dice; this measures the same failure on 8 x N images.
 """
 
@@ -48,6 +49,7 @@ def lesion_free_probe(
     import cv2
     import numpy as np
 
+    from mammoseg.evaluation import segment
     from mammoseg.inference import load_predictor
     from mammoseg.preprocess import preprocess_arrays
     from mammoseg.settings import get_settings
@@ -66,7 +68,9 @@ def lesion_free_probe(
                 image = A.to_uint8(drawn) if fmt == "mias" else A.to_uint16(drawn, 2**data.bits)
                 case = preprocess_arrays(image, [], predictor.plan.preprocess)
                 prob = predictor.predict_preprocessed(case.image, breast_masks=case.breast_mask)
-                n_comp, _ = cv2.connectedComponents((prob > predictor.plan.threshold).astype(np.uint8))
+                plan = predictor.plan
+                mask = segment(np.clip(prob, 0, 1), plan.threshold, plan.keep_components, plan.min_score)
+                n_comp, _ = cv2.connectedComponents(mask.astype(np.uint8))
                 counts[fmt].append(n_comp - 1)
         for fmt, c in counts.items():
             out[fmt][density] = (sum(k == 0 for k in c), float(np.mean(c)))
@@ -101,11 +105,18 @@ def one_seed(
         "sens_1fp": held["detection"]["sensitivity_at_1fp"],
         "fp_per_image": held["detection"]["fp_per_image_at_threshold"],
         "threshold": held["threshold"],
+        "min_score": (held.get("plan") or {}).get("min_score"),
+        "keep_components": (held.get("plan") or {}).get("keep_components"),
         "internal_dice": internal["dice_mean"],
         "epochs": result["epochs_run"],
         "wall_s": wall,
         "lesion_free_probe": lesion_free_probe(result["model_uri"], lesion_free, demo_data) if lesion_free else None,
     }
+
+
+def _opt(v: Any) -> str:
+    """A post-processing filter in the table: '-' when none."""
+    return "-" if v is None else f"{v:g}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,12 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     print("held out = the MIAS-format set (cross-dataset); per-image Dice, a lesion-free image scores 1 "
           "only with no predicted pixel")
     print(f"{'seed':>4} {'held-out Dice':>13} {'95% CI':>15} {'lesion-free':>11} {'s@1FP':>6} {'FP/img':>6} "
-          f"{'thr':>5} {'in-domain':>9} {'epochs':>6} {'wall s':>6}")
+          f"{'thr':>5} {'cut':>5} {'keep':>4} {'in-domain':>9} {'epochs':>6} {'wall s':>6}")
     for r in rows:
         free = "-" if r["lesion_free_dice"] is None else f"{r['lesion_free_dice']:.2f} of {r['lesion_free_images']}"
         ci = f"[{r['heldout_ci'][0]:.2f}, {r['heldout_ci'][1]:.2f}]"
         print(f"{r['seed']:>4} {r['heldout_dice']:>13.3f} {ci:>15} {free:>11} {r['sens_1fp']:>6.2f} "
-              f"{r['fp_per_image']:>6.2f} {r['threshold']:>5.2f} {r['internal_dice']:>9.3f} {r['epochs']:>6} "
+              f"{r['fp_per_image']:>6.2f} {r['threshold']:>5.2f} {_opt(r['min_score']):>5} {_opt(r['keep_components']):>4} "
+              f"{r['internal_dice']:>9.3f} {r['epochs']:>6} "
               f"{r['wall_s']:>6.0f}")
     mean = sum(r["heldout_dice"] for r in rows) / len(rows)
     print(f"mean held-out Dice over {len(rows)} seeds: {mean:.3f}; "

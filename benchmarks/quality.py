@@ -19,10 +19,11 @@ The experiment (see benchmarks/README.md):
 3. **Scoring, per dataset, in original geometry** (``mammoseg.evaluation.evaluate``): mean
    per-image Dice with a 95% patient-bootstrap CI, pooled Dice, sensitivity at 1 and 2 false
    positives per image. Each fold's threshold (and, when the recipe's ``postprocess`` is
-   ``choose``, how many of the highest-scoring components the mask keeps) is chosen on its own
-   validation images; the probabilities are remapped piecewise-linearly so that each fold's
-   threshold lands on 0.5 (monotone within a fold, so the FROC of a fold is unchanged) and all
-   folds are scored at 0.5, each image's mask with its fold's ``keep_components``.
+   ``choose``, the score cut-off below which a component is dropped and how many of the
+   highest-scoring components the mask keeps) is chosen on its own validation images; the
+   probabilities are remapped piecewise-linearly so that each fold's threshold lands on 0.5
+   (monotone within a fold, so the FROC of a fold is unchanged; the cut-off is remapped with
+   them) and all folds are scored at 0.5, each image's mask with its fold's post-processing.
 4. **Recipes.** ``seed`` is the recipe before issue 7 (16 x 4 U-Net, 0..1 input, geometric + mild
    brightness/contrast augmentation, no test-time augmentation); ``new`` is today's
    ``RetrainParams`` defaults: an 8-filter, 5-level U-Net (the parameters of the 16 x 4 one, a
@@ -30,8 +31,10 @@ The experiment (see benchmarks/README.md):
    normalisation (a layer of the model), intensity augmentation (gamma, contrast, noise, blur),
    mirroring test-time augmentation and pectoral suppression. Ablations: ``new-16x4`` (the former
    network), ``new-no-norm``, ``new-no-intensity``; every recipe trained with TTA is also scored
-   without it (``…/no-tta``), and every recipe that chooses its post-processing also with every
-   component kept and the threshold chosen alone (``…/all-components``), from the same models. ``patch`` trains on 256-px patches of 512-px
+   without it (``…/no-tta``), and every recipe that chooses its post-processing also without the
+   score cut-off (``…/top-components``: only how many components are kept is chosen, the rule
+   before stop 25) and with every component kept and the threshold chosen alone
+   (``…/all-components``), from the same models. ``patch`` trains on 256-px patches of 512-px
    images and ``patch128`` on 128-px patches of the 256-px images (lesion-centred, hard
    negatives, random), both predicted with a sliding window; ``new-balanced`` draws the datasets
    in proportion to the square root of their sizes (``dataset_balance=0.5``); ``new-poly``
@@ -234,10 +237,18 @@ class Truths:
         return self._cache[row["case_id"]]
 
 
+def mask_rule(saved: Any) -> tuple[int | None, float | None]:
+    """``(keep_components, min_score)`` of a case's saved post-processing: a dict with both
+    (min_score on the remapped scale), or a bare ``keep_components`` (saved before stop 25)."""
+    if isinstance(saved, dict):
+        return saved.get("keep_components"), saved.get("min_score")
+    return saved, None
+
+
 def score(store: Any, cases: pd.DataFrame, probs: dict[str, np.ndarray], truths: Truths, n_boot: int,
-          kept: dict[str, int | None]) -> dict[str, Any]:
+          kept: dict[str, Any]) -> dict[str, Any]:
     """Score remapped out-of-fold maps (threshold 0.5); ``kept``: each case's fold's
-    ``keep_components`` (the mask scored for Dice)."""
+    post-processing (:func:`mask_rule`; the mask scored for Dice)."""
     from mammoseg.evaluation import EvalCase, evaluate, segment
     from mammoseg.plan import ModelPlan
     from mammoseg.preprocess import read_preprocessed
@@ -249,7 +260,7 @@ def score(store: Any, cases: pd.DataFrame, probs: dict[str, np.ndarray], truths:
             truth, lesions = truths.get(row, arrays.transform.original_shape)
             yield EvalCase(case_id=row["case_id"], patient_id=row["patient_id"], prob=prob,
                            truth=truth, lesions=lesions, subgroups={"dataset": row["dataset"]},
-                           pred=segment(prob, 0.5, kept.get(row["case_id"])))
+                           pred=segment(prob, 0.5, *mask_rule(kept.get(row["case_id"]))))
 
     r = evaluate(stream(), threshold=0.5, n_boot=n_boot, seed=0, top_k=ModelPlan().top_k)
     return {
@@ -266,12 +277,13 @@ def score(store: Any, cases: pd.DataFrame, probs: dict[str, np.ndarray], truths:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from mammoseg.evaluation import DEFAULT_KEEP_CANDIDATES, choose_postprocessing
+    from mammoseg.evaluation import choose_postprocessing
     from mammoseg.inference import Predictor
     from mammoseg.plan import ModelPlan
     from mammoseg.preprocess import PreprocessParams
     from mammoseg.storage import open_store
     from mammoseg.training.dataset import load_samples
+    from mammoseg.training.recipe import postprocess_candidates
 
     settings = training_settings(args.precision)
     recipes = [RECIPES[r] for r in args.recipes.split(",")]
@@ -293,19 +305,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         size = params.size
         cases = data[size].copy()
         cases["fold"] = assign_folds(cases, args.folds, args.seed)
-        tta, choose = params.tta_mirror, params.postprocess == "choose"
+        tta, choose = params.tta_mirror, params.postprocess
         # variants scored from the same fold models: (mirroring TTA, pectoral suppression,
-        # post-processing chosen on validation with the threshold, or every component kept)
+        # the RetrainParams.postprocess mode whose filters are chosen on validation with the threshold)
         variants = {recipe.name: (tta, params.suppress_pectoral, choose)}
         if tta:
             variants[f"{recipe.name}/no-tta"] = (False, params.suppress_pectoral, choose)
-        if choose:
-            variants[f"{recipe.name}/all-components"] = (tta, params.suppress_pectoral, False)
+        if choose == "choose":
+            variants[f"{recipe.name}/top-components"] = (tta, params.suppress_pectoral, "top_components")
+        if choose != "none":
+            variants[f"{recipe.name}/all-components"] = (tta, params.suppress_pectoral, "none")
         if args.pectoral_variants:
             variants[f"{recipe.name}/{'no-' if params.suppress_pectoral else ''}pectoral"] = (
                 tta, not params.suppress_pectoral, choose)
         oof: dict[str, dict[str, np.ndarray]] = {v: {} for v in variants}
-        kept: dict[str, dict[str, int | None]] = {v: {} for v in variants}
+        kept: dict[str, dict[str, dict[str, Any]]] = {v: {} for v in variants}
         epochs = []
         t_recipe = time.monotonic()
         for fold in range(args.folds):
@@ -326,14 +340,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 plan = base_plan.replace(tta_mirror=tta, suppress_pectoral=pectoral)
                 predictor = Predictor(model, plan)
                 val_probs = predictor.predict_preprocessed(val_images, breast_masks=_breasts(store, val, plan))
+                keeps, min_scores = postprocess_candidates(choose)
                 chosen = choose_postprocessing(list(val_probs), list(val_masks.astype(bool)),
-                                               keeps=DEFAULT_KEEP_CANDIDATES if choose else (None,))
-                print(f"  {variant} fold {fold}: threshold {chosen.threshold:.2f}, keep {chosen.keep_components} "
-                      f"(val Dice {chosen.dice_mean:.3f})", file=sys.stderr)
+                                               keeps=keeps, min_scores=min_scores)
+                print(f"  {variant} fold {fold}: threshold {chosen.threshold:.2f}, min score {chosen.min_score}, "
+                      f"keep {chosen.keep_components} (val Dice {chosen.dice_mean:.3f})", file=sys.stderr)
+                cut = None if chosen.min_score is None else float(remap(np.float32(chosen.min_score), chosen.threshold))
                 test_probs = predictor.predict_preprocessed(test_images, breast_masks=_breasts(store, test, plan))
                 for cid, p in zip(test["case_id"], test_probs):
                     oof[variant][cid] = remap(p, chosen.threshold).astype(np.float16)
-                    kept[variant][cid] = chosen.keep_components
+                    kept[variant][cid] = {"keep_components": chosen.keep_components, "min_score": cut}
         minutes = (time.monotonic() - t_recipe) / 60
         for variant in variants:
             for name, _ in DATASETS:
@@ -388,10 +404,10 @@ def _breasts(store: Any, rows: pd.DataFrame, plan: Any) -> np.ndarray | None:
     return breast_masks(store, rows) if plan.suppress_pectoral else None
 
 
-def _save(folder: Path, variant: str, cases: pd.DataFrame, oof: dict[str, np.ndarray], kept: dict[str, int | None],
+def _save(folder: Path, variant: str, cases: pd.DataFrame, oof: dict[str, np.ndarray], kept: dict[str, Any],
           store: Any, truths: Truths) -> None:
     """Out-of-fold maps (``oof-<variant>.npz``, preprocessed grid), each case's
-    ``keep_components`` (``keep-<variant>.json``) and, per dataset, the best, median and worst
+    post-processing (``keep-<variant>.json``: keep_components and the remapped min_score) and, per dataset, the best, median and worst
     images in original geometry (``overlays-<variant>-<dataset>.png``)."""
     from mammoseg.evaluation import best_median_worst, dice, overlay_grid, segment
     from mammoseg.imageio import load_image
@@ -408,7 +424,7 @@ def _save(folder: Path, variant: str, cases: pd.DataFrame, oof: dict[str, np.nda
         for _, row in subset.iterrows():
             arrays = read_preprocessed(store, row["npz_key"])
             prob = arrays.transform.to_original(oof[row["case_id"]].astype(np.float32), order="linear")
-            pred = segment(np.clip(prob, 0, 1), 0.5, kept.get(row["case_id"]))
+            pred = segment(np.clip(prob, 0, 1), 0.5, *mask_rule(kept.get(row["case_id"])))
             truth, _ = truths.get(row, arrays.transform.original_shape)
             maps[row["case_id"]] = (row, pred)
             rows.append({"case_id": row["case_id"], "dice": dice(pred, truth)})

@@ -174,10 +174,12 @@ class RetrainParams(BaseModel):
     suppress_pectoral: bool = Field(
         default=True, description="Zero the prediction inside the pectoral muscle found in MLO views (plan.json)."
     )
-    postprocess: Literal["choose", "none"] = Field(
+    postprocess: Literal["choose", "top_components", "none"] = Field(
         default="choose",
-        description="'choose': pick on validation, with the threshold, whether the mask keeps only its 1, 2 or 3 "
-        "highest-scoring components or all of them (plan.json keep_components); 'none': keep all.",
+        description="'choose': pick on validation, with the threshold, a score cut-off below which a component "
+        "is dropped (plan.json min_score) and whether the mask keeps only its 1, 2 or 3 highest-scoring "
+        "components or all of them (keep_components); 'top_components': only the latter (no cut-off); "
+        "'none': keep all.",
     )
     val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     test_fraction: float = Field(default=0.15, ge=0.0, lt=1.0)

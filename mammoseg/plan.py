@@ -16,9 +16,12 @@ trained and validated:
   found by :func:`mammoseg.preprocess.pectoral.pectoral_mask` on the preprocessed image (the
   muscle is bright, lesion-like texture and the commonest large false positive);
 * ``threshold``: the probability cut-off chosen on validation data;
-* ``keep_components``: ``None`` keeps every connected component of ``prob >= threshold`` in the
-  mask; ``k`` keeps the ``k`` with the highest probability inside
-  (:mod:`mammoseg.evaluation.postprocess`), chosen together with the threshold;
+* ``min_score``: ``None`` keeps every connected component of ``prob >= threshold`` in the mask;
+  a number keeps only those whose highest probability inside reaches it (a faint blob on a
+  lesion-free image is dropped, a confident lesion keeps its full outline);
+* ``keep_components``: ``None`` keeps every (remaining) component; ``k`` keeps the ``k`` with
+  the highest probability inside. Both are chosen together with the threshold
+  (:mod:`mammoseg.evaluation.postprocess`);
 * ``min_lesion_px`` and ``top_k``: the detection output (lesion list): connected components
   smaller than ``min_lesion_px`` pixels *of the preprocessed grid* are dropped, and at most
   ``top_k`` lesions are listed per image, highest score first;
@@ -54,12 +57,13 @@ class ModelPlan:
     suppress_pectoral: bool = False
     threshold: float = 0.5
     keep_components: int | None = None
+    min_score: float | None = None
     min_lesion_px: int = 0
     top_k: int = 5
     labels: tuple[str, ...] = ("lesion",)
 
     FORMAT: ClassVar[str] = "mammoseg-plan"
-    FORMAT_VERSION: ClassVar[int] = 1
+    FORMAT_VERSION: ClassVar[int] = 2  # 2: min_score (a version-1 plan reads as min_score None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -77,6 +81,10 @@ class ModelPlan:
             isinstance(self.keep_components, bool) or not isinstance(self.keep_components, int) or self.keep_components < 1
         ):
             problems.append(f"keep_components must be None or an integer >= 1 (got {self.keep_components!r})")
+        if self.min_score is not None and (
+            isinstance(self.min_score, bool) or not isinstance(self.min_score, int | float) or not 0.0 < self.min_score <= 1.0
+        ):
+            problems.append(f"min_score must be None or a number in (0, 1] (got {self.min_score!r})")
         if self.min_lesion_px < 0 or self.top_k < 1:
             problems.append("min_lesion_px must be >= 0 and top_k >= 1")
         if not self.labels:

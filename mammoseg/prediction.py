@@ -4,18 +4,20 @@ For one original image (DICOM, PNG/PGM 8- or 16-bit, JPEG) and a loaded
 :class:`~mammoseg.inference.Predictor`, :func:`predict_file` writes, in the image's **own
 geometry**:
 
-* ``<name>_mask.png`` — 8-bit, 255 where ``prob >= threshold``, keeping only the plan's
-  ``keep_components`` highest-scoring components when it names a number (the mask the
-  evaluation scores, :func:`~mammoseg.evaluation.segment`);
+* ``<name>_mask.png`` — 8-bit, 255 where ``prob >= threshold``, keeping only the components
+  whose score reaches the plan's ``min_score`` and of those its ``keep_components``
+  highest-scoring when these name numbers (the mask the evaluation scores,
+  :func:`~mammoseg.evaluation.segment`);
 * ``<name>_overlay.png`` — the image with the predicted contours in red;
 * ``<name>_seg.dcm`` — for a DICOM input only: the same mask as a DICOM Segmentation object
   over the source instance (:func:`mammoseg.seg.build_seg`; pixel data equal to the PNG mask);
 * ``<name>_lesions.json`` — the detection output (:func:`~mammoseg.evaluation.lesion_list`):
   components of ``prob >= threshold`` with at least :func:`min_area_original` pixels, highest score first,
-  at most the plan's ``top_k``; plus the threshold, ``keep_components``, the model version (when
-  the model is a published version's), the image shape and the coordinate conventions. The list
-  may name more lesions than the mask holds: with ``keep_components = k`` and the default
-  ``min_lesion_px`` of 0, the mask holds the first ``k`` of them.
+  at most the plan's ``top_k``; plus the threshold, ``min_score``, ``keep_components``, the model
+  version (when the model is a published version's), the image shape and the coordinate
+  conventions. The list may name more lesions than the mask holds: with the default
+  ``min_lesion_px`` of 0, the mask holds the first ``keep_components`` of those whose score
+  reaches ``min_score``.
 
 The plan's ``min_lesion_px`` counts pixels of the *preprocessed* grid. One grid pixel covers
 ``(padded_side / size)²`` original pixels (the square crop+pad that was resized to the grid), so
@@ -141,7 +143,7 @@ def predict_image(
     prob, case = predictor.predict_original(pixels, laterality=laterality)
     prob = np.clip(prob, 0.0, 1.0)
     plan = predictor.plan
-    mask = segment(prob, threshold, plan.keep_components)
+    mask = segment(prob, threshold, plan.keep_components, plan.min_score)
     min_area = min_area_original(plan.min_lesion_px, case.transform)
     lesions = lesion_list(prob, threshold, min_area=min_area, top_k=plan.top_k)
     seg = None
@@ -159,6 +161,7 @@ def predict_image(
         "min_lesion_px_plan_grid": plan.min_lesion_px,
         "top_k": plan.top_k,
         "keep_components": plan.keep_components,
+        "min_score": plan.min_score,
         "coordinates": COORDINATES,
         "lesions": [les.to_dict() for les in lesions],
     }

@@ -815,7 +815,9 @@ def _metric_tables(metrics: Mapping[str, Any], where: str | None = None) -> list
     suffix = f" ({where})" if where else ""
     det = metrics.get("detection") or {}
     keep = (metrics.get("plan") or {}).get("keep_components")
-    kept = f"; the mask keeps its {keep} highest-scoring component(s)" if keep else ""
+    cut = (metrics.get("plan") or {}).get("min_score")
+    kept = (f"; the mask drops components scoring below {cut:g}" if cut else "") + (
+        f"; the mask keeps its {keep} highest-scoring component(s)" if keep else "")
     lines = [
         (
             f"{_fmt(metrics.get('n_cases'))} test images from {_fmt(metrics.get('n_patients'))} "

@@ -140,10 +140,11 @@ def train_unet(manifest_uri: str, split_uri: str, store_url: str, run_id: str, p
                           settings)
     progress.finish(trained.best_val_dice)
     logger.info(
-        "best epoch %s (val Dice %.3f); chosen on %s: threshold %.2f, mask keeps %s",
+        "best epoch %s (val Dice %.3f); chosen on %s: threshold %.2f, mask keeps %s%s",
         "/".join(str(r.best_epoch) for r in trained.results), trained.best_val_dice,
         f"out-of-fold predictions of {params.folds} folds" if params.folds > 1 else "validation", trained.threshold,
         "every component" if trained.plan.keep_components is None else f"the {trained.plan.keep_components} best component(s)",
+        "" if trained.plan.min_score is None else f" scoring >= {trained.plan.min_score:g}",
     )
     progress.table.publish_curves(run, settings)
     model_uri, plan_uri = run.write_model(trained.model_path, trained.plan)

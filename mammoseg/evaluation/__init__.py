@@ -39,6 +39,7 @@ from mammoseg.evaluation.metrics import (
 from mammoseg.evaluation.overlays import best_median_worst, overlay_grid, overlay_png
 from mammoseg.evaluation.postprocess import (
     DEFAULT_KEEP_CANDIDATES,
+    DEFAULT_MIN_SCORE_CANDIDATES,
     Postprocessing,
     best_postprocessing,
     choose_postprocessing,
@@ -59,6 +60,7 @@ from mammoseg.evaluation.report import (
 __all__ = [
     "DEFAULT_FROC_THRESHOLDS",
     "DEFAULT_KEEP_CANDIDATES",
+    "DEFAULT_MIN_SCORE_CANDIDATES",
     "DEFAULT_THRESHOLD_CANDIDATES",
     "SUSPICIOUS_DICE_MEAN",
     "CircleLesion",

@@ -89,9 +89,16 @@ class DetectionSummary:
 
 
 def definitions(
-    threshold: float, n_boot: int, min_area: int, top_k: int | None = None, keep_components: int | None = None
+    threshold: float, n_boot: int, min_area: int, top_k: int | None = None, keep_components: int | None = None,
+    min_score: float | None = None,
 ) -> dict[str, str]:
     """The rules behind every number, in words (goes into reports and the model card)."""
+    cut = (
+        f" Connected components of that mask whose highest probability inside is below {min_score:g} are "
+        "dropped (post-processing chosen with the threshold)."
+        if min_score
+        else ""
+    )
     kept = (
         f" Of the connected components of that mask, only the {keep_components} with the highest "
         "probability inside are kept (post-processing chosen with the threshold)."
@@ -103,7 +110,7 @@ def definitions(
         "back through the preprocessing transform), not on the network's resized input.",
         "threshold": f"A pixel is positive when probability >= {threshold:g}; the threshold was "
         "chosen on the validation split (maximising mean per-image Dice), never on the test split."
-        + kept,
+        + cut + kept,
         "dice_mean": "Mean over images of the per-image Dice 2TP/(2TP+FP+FN).",
         "iou_mean": "Mean over images of the per-image IoU TP/(TP+FP+FN).",
         "empty_masks": "An image with empty truth and empty prediction scores 1 (correct "
@@ -269,7 +276,7 @@ def _jsonable(x: Any) -> Any:
 
 def _case_stats(
     case: EvalCase, threshold: float, froc_thresholds: np.ndarray, min_area: int, top_k: int | None = None,
-    keep_components: int | None = None,
+    keep_components: int | None = None, min_score: float | None = None,
 ) -> tuple[dict[str, object], DetectionCounts]:
     if not isinstance(case.case_id, str) or not case.case_id:
         raise EvaluationInputError("a case has no case_id")
@@ -286,7 +293,7 @@ def _case_stats(
         if SIZE_GROUP in case.subgroups:
             raise EvaluationInputError(f"subgroup name {SIZE_GROUP!r} is reserved")
         if case.pred is None:
-            pred = segment(prob, threshold, keep_components)
+            pred = segment(prob, threshold, keep_components, min_score)
         else:
             pred = as_mask(case.pred, "pred")
             if pred.shape != truth.shape:
@@ -341,12 +348,14 @@ def evaluate(
     min_area: int = 1,
     top_k: int | None = None,
     keep_components: int | None = None,
+    min_score: float | None = None,
     froc_thresholds: Sequence[float] | np.ndarray = DEFAULT_FROC_THRESHOLDS,
 ) -> EvaluationResult:
     """Evaluate held-out cases at a fixed ``threshold`` (chosen on validation).
 
-    The scored mask of a case is ``prob >= threshold`` with only its ``keep_components``
-    highest-scoring components (all when None; :func:`~mammoseg.evaluation.postprocess.segment`),
+    The scored mask of a case is ``prob >= threshold`` with only its components scoring at
+    least ``min_score`` and of those its ``keep_components`` highest-scoring (all when None;
+    :func:`~mammoseg.evaluation.postprocess.segment`),
     unless the case brings its own ``pred``. The detection view sweeps the map itself.
 
     Streams ``cases``; ``n_boot = 0`` skips the bootstrap (intervals are then ``None``). Raises
@@ -365,7 +374,7 @@ def evaluate(
         if case.case_id in seen:
             raise EvaluationInputError(f"case {case.case_id}: duplicate case id")
         seen.add(case.case_id)
-        row, cnt = _case_stats(case, float(threshold), thr, min_area, top_k, keep_components)
+        row, cnt = _case_stats(case, float(threshold), thr, min_area, top_k, keep_components, min_score)
         rows.append(row)
         counts.append(cnt)
         groups += [str(g) for g in case.subgroups if str(g) not in groups]
@@ -406,7 +415,7 @@ def evaluate(
         threshold=float(threshold),
         subgroups=_subgroup_table(per_image, [*groups, SIZE_GROUP], n_boot, seed),
         detection=detection,
-        definitions=definitions(float(threshold), n_boot, min_area, top_k, keep_components),
+        definitions=definitions(float(threshold), n_boot, min_area, top_k, keep_components, min_score),
         per_image=per_image,
         n_boot=n_boot,
         seed=seed,

@@ -153,7 +153,7 @@ def score_set(
             prob = np.clip(prob_orig, 0, 1)
             meta = images.loc[row.case_id]
             truth, lesions = truth_of(meta, arrays.transform.original_shape)
-            pred = predictions[row.case_id] = segment(prob, threshold, plan.keep_components)
+            pred = predictions[row.case_id] = segment(prob, threshold, plan.keep_components, plan.min_score)
             breast = arrays.transform.to_original(arrays.breast_mask.astype(bool))
             tp, fp, fn = int((breast & truth).sum()), int((breast & ~truth).sum()), int((~breast & truth).sum())
             baseline.append((dice(breast, truth), tp, fp, fn))
@@ -163,9 +163,9 @@ def score_set(
                 predictions.pop(next(iter(predictions)))
 
     # the FROC counts what the lesion list of `predict` would show: the plan's top-k per image;
-    # each case brings its mask, keep_components only words the definitions
+    # each case brings its mask, keep_components and min_score only word the definitions
     result = evaluate(cases(), threshold=threshold, n_boot=n_boot, seed=0, top_k=plan.top_k,
-                      keep_components=plan.keep_components)
+                      keep_components=plan.keep_components, min_score=plan.min_score)
     findings = None if trained_on is None else leakage_audit(trained_on, manifest)
     metrics = set_metrics(result, manifest=manifest, plan=plan.to_dict(), findings=findings,
                           suspicious=is_suspicious(result), baseline=whole_breast_baseline(baseline))
@@ -174,7 +174,7 @@ def score_set(
         if case_id in predictions:
             return predictions[case_id]
         row = manifest[manifest["case_id"] == case_id].iloc[0]
-        return segment(np.clip(predict_original(row["npz_key"])[1], 0, 1), threshold, plan.keep_components)
+        return segment(np.clip(predict_original(row["npz_key"])[1], 0, 1), threshold, plan.keep_components, plan.min_score)
 
     picks = best_median_worst(result.per_image) if len(result.per_image) >= 1 else ()
     overlays = overlay_png(picks, result.per_image, images, source, truth_of, prediction_of)

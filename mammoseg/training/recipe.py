@@ -252,6 +252,18 @@ def run_plan(params: RetrainParams, settings: Settings) -> ModelPlan:
     )
 
 
+def postprocess_candidates(mode: str) -> tuple[tuple[int | None, ...], tuple[float | None, ...]]:
+    """The ``keep_components`` and ``min_score`` candidates searched on validation for a
+    ``RetrainParams.postprocess`` mode (the threshold is always searched)."""
+    from mammoseg.evaluation import DEFAULT_KEEP_CANDIDATES, DEFAULT_MIN_SCORE_CANDIDATES
+
+    return {
+        "choose": (DEFAULT_KEEP_CANDIDATES, DEFAULT_MIN_SCORE_CANDIDATES),
+        "top_components": (DEFAULT_KEEP_CANDIDATES, (None,)),
+        "none": ((None,), (None,)),
+    }[mode]
+
+
 def train_model(
     store: ObjectStore, manifest: pd.DataFrame, params: RetrainParams, workdir: Path,
     on_epoch_end: Callable[[int, int, dict], None] | None, settings: Settings,
@@ -265,7 +277,7 @@ def train_model(
     with the plan (out-of-fold for folds), never on a test set. ``on_epoch_end(fold, epoch,
     logs)`` reports progress. The arrays must have been preprocessed with the plan's parameters.
     """
-    from mammoseg.evaluation import DEFAULT_KEEP_CANDIDATES, choose_postprocessing
+    from mammoseg.evaluation import choose_postprocessing
     from mammoseg.inference import Predictor
     from mammoseg.training.dataset import load_samples
 
@@ -297,8 +309,8 @@ def train_model(
         images, masks = load_samples(store, val_rows)
         probs = Predictor(model, plan, settings.inference_batch_size).predict_preprocessed(
             images, breast_masks=breast_masks(store, val_rows))
-    keeps = DEFAULT_KEEP_CANDIDATES if params.postprocess == "choose" else (None,)
-    chosen = choose_postprocessing(list(probs), list(masks.astype(bool)), keeps=keeps)
-    plan = plan.replace(threshold=chosen.threshold, keep_components=chosen.keep_components)
+    keeps, min_scores = postprocess_candidates(params.postprocess)
+    chosen = choose_postprocessing(list(probs), list(masks.astype(bool)), keeps=keeps, min_scores=min_scores)
+    plan = plan.replace(threshold=chosen.threshold, keep_components=chosen.keep_components, min_score=chosen.min_score)
     return TrainedModel(model_path=model_path, plan=plan, results=results, history=history,
                         threshold=chosen.threshold, model_config=model_config, train_config=train_config)

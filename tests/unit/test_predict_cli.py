@@ -145,6 +145,35 @@ def test_plan_keep_components_cuts_the_mask_to_the_first_listed_lesions(model_di
     assert (list(kept.bbox), kept.area) == (first["bbox"], first["area"])
 
 
+def test_plan_min_score_drops_the_fainter_lesions_from_the_mask(model_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "models" / "versions" / "20250102T030405Z-6e7f8a9b"
+    folder.mkdir(parents=True)
+    (folder / "model.keras").write_bytes((model_dir / "model.keras").read_bytes())
+    png = tmp_path / "scan.png"
+    cv2.imwrite(str(png), _mammogram())
+
+    def predict(plan: ModelPlan, out: str) -> tuple[dict, np.ndarray]:
+        (folder / "plan.json").write_bytes(plan.to_json())
+        res = runner.invoke(app, ["predict", "--model", str(folder / "model.keras"), "--image", str(png),
+                                  "--out", str(tmp_path / out), "--json"])
+        assert res.exit_code == 0, res.output
+        (result,) = json.loads(res.stdout)["results"]
+        return json.loads(Path(result["lesions_json"]).read_text()), cv2.imread(result["mask"], cv2.IMREAD_UNCHANGED) > 0
+
+    plain = ModelPlan(preprocess=PreprocessParams(size=SIZE), threshold=0.5, top_k=5)
+    report, mask = predict(plain, "plain")
+    scores = [les["score"] for les in report["lesions"]]
+    assert report["min_score"] is None and len(scores) >= 2 and scores[0] > scores[-1]
+    cut = (scores[0] + scores[-1]) / 2
+    report, cut_mask = predict(plain.replace(min_score=cut), "cut")
+    assert report["min_score"] == cut
+    kept = components(cut_mask)
+    assert 1 <= len(kept) < len(components(mask))
+    listed = {(tuple(les["bbox"]), les["area"]): les["score"] for les in report["lesions"]}
+    assert all(listed[(c.bbox, c.area)] >= cut for c in kept)  # what stays is what scores above the cut
+    assert (cut_mask <= mask).all()
+
+
 def test_unusable_model_or_plan_is_one_line_exit_2(model_dir: Path, tmp_path: Path) -> None:
     png = tmp_path / "scan.png"
     cv2.imwrite(str(png), _mammogram())

@@ -35,3 +35,10 @@ def test_training_precision_comes_from_the_flag_else_the_environment(quality, mo
     assert quality.training_settings("mixed_bfloat16").train_precision == "mixed_bfloat16"
     monkeypatch.delenv("MAMMOSEG_TRAIN_PRECISION")
     assert quality.training_settings(None).train_precision == "auto"
+
+
+def test_saved_post_processing_reads_both_forms(quality) -> None:
+    # since stop 25 a case's rule is a dict (min_score on the remapped scale); before, a bare keep
+    assert quality.mask_rule({"keep_components": 2, "min_score": 0.8}) == (2, 0.8)
+    assert quality.mask_rule({"keep_components": None, "min_score": None}) == (None, None)
+    assert quality.mask_rule(1) == (1, None) and quality.mask_rule(None) == (None, None)
