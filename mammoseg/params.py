@@ -115,9 +115,6 @@ class RetrainParams(BaseModel):
     epochs: int = Field(default=60, ge=1)
     batch_size: int = Field(default=8, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0)
-    grad_clip_norm: float | None = Field(
-        default=None, gt=0, description="Clip each update's gradients to this global norm (None: no clipping)."
-    )
     loss: Literal["focal", "dice", "focal_dice"] = "focal_dice"
     focal_alpha: float = Field(
         default=0.75, gt=0.0, lt=1.0,

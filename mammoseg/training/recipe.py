@@ -66,7 +66,7 @@ def configs(
         )
     train_config = TrainConfig(
         epochs=params.epochs, batch_size=params.batch_size, learning_rate=params.learning_rate,
-        grad_clip_norm=params.grad_clip_norm, loss=params.loss, focal_alpha=params.focal_alpha, lesion_oversample=params.lesion_oversample,
+        loss=params.loss, focal_alpha=params.focal_alpha, lesion_oversample=params.lesion_oversample,
         seed=params.seed, early_stopping_patience=params.early_stopping_patience,
         lr_patience=params.lr_patience, lr_schedule=params.lr_schedule, augment=augment,
         **({} if settings is None else {

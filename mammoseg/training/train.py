@@ -75,9 +75,6 @@ class TrainConfig:
     probability cut-off of the monitoring metrics. ``lr_schedule`` / ``poly_exponent``: see the
     module docstring (``lr_patience`` and ``lr_factor`` apply to ``"plateau"`` only). ``batch_size``, ``augment`` (None = no
     augmentation) and ``lesion_oversample`` are for building the training data set.
-    ``grad_clip_norm``: None, or the global norm every gradient update is clipped to (Adam's
-    ``global_clipnorm``; nnU-Net clips at 12): one oversized step can no longer throw a
-    network into a state where it predicts nothing and never recovers.
     ``tensorboard`` writes ``workdir/tb`` and needs the ``tensorboard`` package (not a
     dependency of the project).
 
@@ -93,7 +90,6 @@ class TrainConfig:
     epochs: int = 20
     batch_size: int = 8
     learning_rate: float = 1e-3
-    grad_clip_norm: float | None = None
     loss: LossName = "focal_dice"
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
@@ -121,8 +117,6 @@ class TrainConfig:
             problems.append(f"batch_size must be >= 1 (got {self.batch_size})")
         if not self.learning_rate > 0:
             problems.append(f"learning_rate must be > 0 (got {self.learning_rate})")
-        if self.grad_clip_norm is not None and not self.grad_clip_norm > 0:
-            problems.append(f"grad_clip_norm must be None or > 0 (got {self.grad_clip_norm})")
         if self.loss not in ("focal", "dice", "focal_dice"):
             problems.append(f"loss must be focal, dice or focal_dice (got {self.loss!r})")
         if self.mixed_precision not in ("auto", "float32", "mixed_float16", "mixed_bfloat16"):
@@ -315,8 +309,7 @@ def build_compiled_model(model_config: UNetConfig, train_config: TrainConfig) ->
     with dtype_policy(resolve_precision(train_config.mixed_precision)):
         model = build_unet(model_config)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=train_config.learning_rate,
-                                        global_clipnorm=train_config.grad_clip_norm),
+        optimizer=keras.optimizers.Adam(learning_rate=train_config.learning_rate),
         loss=make_loss(train_config, model_config.deep_supervision),
         metrics=[
             DiceScore(threshold=train_config.threshold, name="dice"),

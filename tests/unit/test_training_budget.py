@@ -122,17 +122,13 @@ def test_params_norm_reaches_the_network_and_contradictions_are_refused() -> Non
         RetrainParams(batch_norm=False, norm="instance")
 
 
-def test_params_grad_clip_and_post_processing_modes_reach_the_training() -> None:
+def test_params_post_processing_modes_reach_the_training() -> None:
     from pydantic import ValidationError
 
     from mammoseg.evaluation import DEFAULT_KEEP_CANDIDATES, DEFAULT_MIN_SCORE_CANDIDATES
     from mammoseg.params import RetrainParams
-    from mammoseg.training.recipe import configs, postprocess_candidates
+    from mammoseg.training.recipe import postprocess_candidates
 
-    assert configs(RetrainParams(depth=2), 64)[1].grad_clip_norm is None
-    assert configs(RetrainParams(depth=2, grad_clip_norm=2.5), 64)[1].grad_clip_norm == 2.5
-    with pytest.raises(ValidationError):
-        RetrainParams(grad_clip_norm=0)
     assert RetrainParams().postprocess == "choose"
     assert postprocess_candidates("choose") == (DEFAULT_KEEP_CANDIDATES, DEFAULT_MIN_SCORE_CANDIDATES)
     assert postprocess_candidates("top_components") == (DEFAULT_KEEP_CANDIDATES, (None,))
