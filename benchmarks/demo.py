@@ -56,6 +56,7 @@ def lesion_free_probe(
     from mammoseg.synth import anatomy as A
 
     predictor = load_predictor(model_uri, get_settings())
+    plan = predictor.plan
     shapes = {"cbis": (data.height, data.width), "mias": (data.mias_size, data.mias_size)}
     out: dict[str, dict[int, tuple[int, float]]] = {k: {} for k in shapes}
     for density in (1, 2, 3, 4):
@@ -66,9 +67,8 @@ def lesion_free_probe(
                 layout = A.random_layout(rng, h, w, "MLO", "left" if i % 2 else "right")
                 drawn = A.draw_anatomy(rng, layout, density).image
                 image = A.to_uint8(drawn) if fmt == "mias" else A.to_uint16(drawn, 2**data.bits)
-                case = preprocess_arrays(image, [], predictor.plan.preprocess)
+                case = preprocess_arrays(image, [], plan.preprocess)
                 prob = predictor.predict_preprocessed(case.image, breast_masks=case.breast_mask)
-                plan = predictor.plan
                 mask = segment(np.clip(prob, 0, 1), plan.threshold, plan.keep_components, plan.min_score)
                 n_comp, _ = cv2.connectedComponents(mask.astype(np.uint8))
                 counts[fmt].append(n_comp - 1)

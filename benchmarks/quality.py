@@ -305,19 +305,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         size = params.size
         cases = data[size].copy()
         cases["fold"] = assign_folds(cases, args.folds, args.seed)
-        tta, choose = params.tta_mirror, params.postprocess
+        tta, mode = params.tta_mirror, params.postprocess
         # variants scored from the same fold models: (mirroring TTA, pectoral suppression,
         # the RetrainParams.postprocess mode whose filters are chosen on validation with the threshold)
-        variants = {recipe.name: (tta, params.suppress_pectoral, choose)}
+        variants = {recipe.name: (tta, params.suppress_pectoral, mode)}
         if tta:
-            variants[f"{recipe.name}/no-tta"] = (False, params.suppress_pectoral, choose)
-        if choose == "choose":
+            variants[f"{recipe.name}/no-tta"] = (False, params.suppress_pectoral, mode)
+        if mode == "choose":
             variants[f"{recipe.name}/top-components"] = (tta, params.suppress_pectoral, "top_components")
-        if choose != "none":
+        if mode != "none":
             variants[f"{recipe.name}/all-components"] = (tta, params.suppress_pectoral, "none")
         if args.pectoral_variants:
             variants[f"{recipe.name}/{'no-' if params.suppress_pectoral else ''}pectoral"] = (
-                tta, not params.suppress_pectoral, choose)
+                tta, not params.suppress_pectoral, mode)
         oof: dict[str, dict[str, np.ndarray]] = {v: {} for v in variants}
         kept: dict[str, dict[str, dict[str, Any]]] = {v: {} for v in variants}
         epochs = []
@@ -336,11 +336,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             epochs.append(n_epochs)
             val_images, val_masks = load_samples(store, val)
             test_images, _ = load_samples(store, test)
-            for variant, (tta, pectoral, choose) in variants.items():
+            for variant, (tta, pectoral, mode) in variants.items():
                 plan = base_plan.replace(tta_mirror=tta, suppress_pectoral=pectoral)
                 predictor = Predictor(model, plan)
                 val_probs = predictor.predict_preprocessed(val_images, breast_masks=_breasts(store, val, plan))
-                keeps, min_scores = postprocess_candidates(choose)
+                keeps, min_scores = postprocess_candidates(mode)
                 chosen = choose_postprocessing(list(val_probs), list(val_masks.astype(bool)),
                                                keeps=keeps, min_scores=min_scores)
                 print(f"  {variant} fold {fold}: threshold {chosen.threshold:.2f}, min score {chosen.min_score}, "
